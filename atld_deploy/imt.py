@@ -1,0 +1,136 @@
+"""Inference with Manifold Transformation (IMT): the one implementation used by eval, export and runtime.
+
+One signed-gradient step that moves each input towards what the discriminator calls natural:
+
+    p   = sigmoid(D0(f(x)))                     probability that x is natural
+    g   = d/dx sum_i log p_i                    per example: a sum, never a batch mean
+    m   = factor if band[0] < p < band[1] else 1   (IMT+; plain IMT uses m = 1)
+    x_t = clamp(x + m * eps * sign(g), 0, 1)
+
+Summing (not averaging) keeps each example's gradient independent of its batch and far from float16
+underflow. The code is plain autograd, so `make_fx` can trace it to forward ATen ops for ONNX export.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import ConfigError
+
+IMTMode = Literal["plus", "plain", "off"]
+SignFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class IMTConfig:
+    """IMT parameters. `eps` is in [0, 1] pixel units; `band` and `factor` apply to IMT+ only."""
+
+    mode: IMTMode = "plus"
+    eps: float = 8 / 255
+    band: tuple[float, float] = (0.3, 0.7)
+    factor: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("plus", "plain", "off"):
+            raise ConfigError(f"IMT mode must be 'plus', 'plain' or 'off', got {self.mode!r}")
+        if not 0.0 <= self.eps <= 1.0:
+            raise ConfigError(f"IMT eps is in [0,1] pixel units, got {self.eps}")
+        lo, hi = self.band
+        if not 0.0 <= lo < hi <= 1.0:
+            raise ConfigError(f"IMT band must satisfy 0 <= low < high <= 1, got {self.band}")
+        if not 0.0 < self.factor <= 1.0:
+            raise ConfigError(f"IMT factor must be in (0, 1], got {self.factor}")
+        object.__setattr__(self, "band", (float(lo), float(hi)))
+
+    def to_dict(self) -> dict[str, object]:
+        d = asdict(self)
+        d["band"] = list(self.band)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> "IMTConfig":
+        return cls(mode=d["mode"], eps=float(d["eps"]), band=tuple(d["band"]), factor=float(d["factor"]))  # type: ignore[arg-type]
+
+
+def natural_gradient(
+    classifier: nn.Module,
+    discriminator: nn.Module,
+    x: torch.Tensor,
+    *,
+    create_graph: bool = False,
+    objective_scale: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradient of `objective_scale * sum log p_natural` w.r.t. `x`, and `p_natural` of `x` ([B]).
+
+    With `create_graph=True` the result stays differentiable w.r.t. `x` (for adaptive attacks);
+    otherwise `x` is detached first.
+    """
+    with torch.enable_grad():
+        xg = x if create_graph else x.detach().requires_grad_(True)
+        if not xg.requires_grad:
+            xg = xg.requires_grad_(True)
+        natural_logit, _ = discriminator(classifier(xg))
+        objective = F.logsigmoid(natural_logit).sum() * objective_scale
+        (g,) = torch.autograd.grad(objective, xg, create_graph=create_graph)
+    return g, torch.sigmoid(natural_logit)
+
+
+def step_multiplier(p_natural: torch.Tensor, cfg: IMTConfig) -> torch.Tensor:
+    """Per-example step multiplier m, shaped [B, 1, 1, 1]."""
+    if cfg.mode == "plus":
+        in_band = (p_natural > cfg.band[0]) & (p_natural < cfg.band[1])
+        m = torch.where(in_band, torch.full_like(p_natural, cfg.factor), torch.ones_like(p_natural))
+    else:
+        m = torch.ones_like(p_natural)
+    return m.view(-1, 1, 1, 1)
+
+
+def imt_transform(
+    classifier: nn.Module,
+    discriminator: nn.Module,
+    x: torch.Tensor,
+    cfg: IMTConfig,
+    *,
+    sign_fn: SignFn = torch.sign,
+    create_graph: bool = False,
+    objective_scale: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply IMT to a batch of [0,1] images. Returns `(x_transformed, p_natural_of_x)`.
+
+    Both modules must be in eval mode (IMT is a test-time step; batch statistics would couple examples).
+    `sign_fn` lets adaptive attacks substitute a smooth surrogate (e.g. `lambda g: torch.tanh(k * g)`).
+    """
+    if cfg.mode == "off":  # no step: p_natural only, no gradient pass
+        natural_logit, _ = discriminator(classifier(x))
+        return x, torch.sigmoid(natural_logit)
+    g, p = natural_gradient(classifier, discriminator, x, create_graph=create_graph, objective_scale=objective_scale)
+    x_t = torch.clamp(x + step_multiplier(p, cfg) * cfg.eps * sign_fn(g), 0.0, 1.0)
+    return x_t, p
+
+
+class IMTPipeline(nn.Module):
+    """The deployed function: `x -> (logits of IMT(x), p_natural of x, IMT(x))`.
+
+    The modules are always kept in eval mode; `train()` on the pipeline does not change that.
+    """
+
+    def __init__(self, classifier: nn.Module, discriminator: nn.Module, cfg: IMTConfig) -> None:
+        super().__init__()
+        self.classifier = classifier
+        self.discriminator = discriminator
+        self.cfg = cfg
+        self.objective_scale = 1.0
+        self.eval()
+
+    def train(self, mode: bool = True) -> "IMTPipeline":  # noqa: ARG002 - IMT is inference only
+        super().train(False)
+        return self
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x_t, p = imt_transform(self.classifier, self.discriminator, x, self.cfg, objective_scale=self.objective_scale)
+        return self.classifier(x_t), p, x_t

@@ -1,0 +1,128 @@
+"""Run directories: what training writes and what every later stage reads.
+
+    RUN/config.json              resolved TrainConfig + data shape + format version
+    RUN/classes.json             class names, index = label
+    RUN/classifier.safetensors   classifier weights (latest completed epoch)
+    RUN/discriminator.safetensors  discriminator weights (ATLD runs only)
+    RUN/metrics.jsonl            one JSON object per completed epoch
+    RUN/checkpoint.pt            resume state: weights, optimisers, schedulers, RNG, epoch (tensors only)
+    RUN/summary.json             written when training finishes
+
+Loading never unpickles arbitrary objects: weights are safetensors, the checkpoint is read with
+`torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import TrainConfig
+from .errors import CheckpointError
+from .imt import IMTConfig
+from .models import Discriminator, create_discriminator, create_model
+
+RUN_FORMAT = 1
+CONFIG = "config.json"
+CLASSES = "classes.json"
+CLASSIFIER = "classifier.safetensors"
+DISCRIMINATOR = "discriminator.safetensors"
+METRICS = "metrics.jsonl"
+CHECKPOINT = "checkpoint.pt"
+SUMMARY = "summary.json"
+
+
+@dataclass(frozen=True)
+class DataShape:
+    channels: int
+    size: int
+    num_classes: int
+
+
+def build_networks(cfg: TrainConfig, shape: DataShape) -> tuple[nn.Module, Discriminator | None]:
+    classifier = create_model(cfg.arch, shape.num_classes, in_channels=shape.channels)
+    disc = create_discriminator(shape.num_classes, cfg.d_depth, cfg.d_widen) if cfg.method == "atld" else None
+    return classifier, disc
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as e:
+        raise CheckpointError(f"{path} is missing: {path.parent} is not a complete atld-deploy run directory") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is corrupt ({e}); retrain or restore the run directory") from e
+
+
+def _load_weights(module: nn.Module, path: Path) -> None:
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path))
+    except FileNotFoundError as e:
+        raise CheckpointError(f"{path} is missing; the run did not finish an epoch — resume it with --resume") from e
+    except Exception as e:  # noqa: BLE001 - safetensors raises several types for a damaged file
+        raise CheckpointError(f"{path} is corrupt or not a safetensors file ({e}); retrain or restore it") from e
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path} does not match the architecture in config.json ({str(e).splitlines()[0]})") from e
+
+
+@dataclass
+class Run:
+    """A trained run: `.classifier` ([0,1] images -> logits), `.discriminator` (logits ->
+    `(natural_logit, class_logits)`; None for baselines), `.config`, `.classes`, `.shape`."""
+
+    path: Path
+    config: TrainConfig
+    classes: tuple[str, ...]
+    shape: DataShape
+    classifier: nn.Module
+    discriminator: Discriminator | None
+
+    def imt_config(self, mode: str = "plus", eps: float | None = None) -> IMTConfig:
+        """IMT parameters for this run: by default the training eps, band 0.3-0.7, factor 0.5."""
+        return IMTConfig(mode=mode, eps=self.config.eps if eps is None else eps)  # type: ignore[arg-type]
+
+
+def read_run_meta(path: str | Path) -> tuple[TrainConfig, tuple[str, ...], DataShape]:
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"run directory {path} does not exist; train one with `atld-deploy train --out {path}`")
+    meta = _read_json(path / CONFIG)
+    if not isinstance(meta, dict) or meta.get("format") != RUN_FORMAT:
+        raise CheckpointError(f"{path / CONFIG} has format {meta.get('format') if isinstance(meta, dict) else '?'}, expected {RUN_FORMAT}")
+    try:
+        cfg = TrainConfig.from_dict(meta["config"])
+        shape = DataShape(**meta["data"])
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{path / CONFIG} is incomplete ({e}); retrain") from e
+    classes = tuple(_read_json(path / CLASSES))
+    return cfg, classes, shape
+
+
+def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
+    """Load a finished (or in-progress) run's latest weights, modules in eval mode.
+
+    Raises:
+        CheckpointError: missing, corrupt or mismatched files (the message names the file).
+    """
+    path = Path(path)
+    cfg, classes, shape = read_run_meta(path)
+    classifier, disc = build_networks(cfg, shape)
+    _load_weights(classifier, path / CLASSIFIER)
+    if disc is not None:
+        _load_weights(disc, path / DISCRIMINATOR)
+        disc.to(device).eval()
+    classifier.to(device).eval()
+    return Run(path, cfg, classes, shape, classifier, disc)
+
+
+def run_meta(cfg: TrainConfig, shape: DataShape) -> dict[str, Any]:
+    return {"format": RUN_FORMAT, "config": cfg.to_dict(), "data": shape.__dict__}

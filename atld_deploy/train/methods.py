@@ -1,0 +1,154 @@
+"""One optimisation step per training method: ATLD and the baselines it is compared with.
+
+Each step function takes the networks, the config and one batch, performs the optimiser steps and
+returns the loss terms as floats (for the progress bar and metrics.jsonl).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..attacks import pgd
+from ..config import TrainConfig
+from ..losses import (
+    atld_perturbation,
+    discriminator_bce,
+    discriminator_loss,
+    sinkhorn_distance,
+    smooth_labels,
+    soft_cross_entropy,
+)
+
+
+@dataclass
+class Nets:
+    classifier: nn.Module
+    opt_c: torch.optim.Optimizer
+    discriminator: nn.Module | None = None
+    opt_d: torch.optim.Optimizer | None = None
+
+
+StepFn = Callable[[Nets, TrainConfig, torch.Tensor, torch.Tensor, torch.Generator], dict[str, float]]
+
+
+def _max_ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """The authors' magnitude balance max(num) / max(den) (signed max, as their code). If the signed
+    max of `den` is not positive, fall back to max|.| so the weight stays finite and positive."""
+    d = den.max()
+    if d > 0:
+        return (num.max() / d).detach()
+    return (num.abs().max() / den.abs().max().clamp_min(1e-12)).detach()
+
+
+def step_atld(nets: Nets, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> dict[str, float]:
+    f, d = nets.classifier, nets.discriminator
+    assert d is not None and nets.opt_d is not None  # built by the trainer for method atld
+    num_classes = f.fc.out_features  # type: ignore[union-attr]
+    targets = smooth_labels(y, num_classes, cfg.label_smoothing)
+
+    # 1-2. clean logits and the perturbation: classifier in eval mode (the authors' frozen copy), D in train mode
+    f.eval()
+    d.train()
+    with torch.no_grad():
+        z_nat = f(x)
+    x_adv = atld_perturbation(f, d, x, cfg.eps, gen)
+
+    # 3. adversarial logits with the classifier in train mode
+    f.train()
+    x_adv.requires_grad_(True)
+    z_adv = f(x_adv)
+
+    # 4. discriminator: d_iters updates on detached logits
+    for _ in range(cfg.d_iters):
+        nets.opt_d.zero_grad(set_to_none=True)
+        loss_d = discriminator_loss(d, z_nat, z_adv.detach(), targets)
+        loss_d.backward()
+        nets.opt_d.step()
+
+    # 5. classifier: smoothed CE + invariance term balanced by the ratio of input-gradient maxima
+    ce = soft_cross_entropy(z_adv, targets)
+    if cfg.invariance == "mse":
+        inv = F.mse_loss(z_adv, z_nat)
+    else:  # the paper's eq. (6): the classifier minimises the divergence D estimates
+        inv = discriminator_bce(d(z_adv)[0], is_natural=True)
+    (g_ce,) = torch.autograd.grad(ce, x_adv, retain_graph=True)
+    (g_inv,) = torch.autograd.grad(inv, x_adv, retain_graph=True)
+    scale = _max_ratio(g_ce, g_inv)
+    loss = ce + scale / cfg.invariance_divisor * inv
+    nets.opt_c.zero_grad(set_to_none=True)
+    loss.backward()
+    nets.opt_c.step()
+    if cfg.invariance == "divergence":
+        d.zero_grad(set_to_none=True)  # the divergence term reached D's parameters; D steps only on its own loss
+    return {"loss": loss.item(), "ce": ce.item(), "inv": inv.item(), "scale": scale.item(), "loss_d": loss_d.item()}
+
+
+def step_standard(nets: Nets, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> dict[str, float]:
+    nets.classifier.train()
+    loss = F.cross_entropy(nets.classifier(x), y)
+    nets.opt_c.zero_grad(set_to_none=True)
+    loss.backward()
+    nets.opt_c.step()
+    return {"loss": loss.item()}
+
+
+def step_pgd_at(nets: Nets, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> dict[str, float]:
+    """Madry et al.: PGD-k with random start on cross-entropy, train on the adversarial batch."""
+    f = nets.classifier
+    f.eval()
+    x_adv = pgd(f, x, y, cfg.eps, cfg.step_size, cfg.pgd_steps, generator=gen)
+    f.train()
+    loss = F.cross_entropy(f(x_adv), y)
+    nets.opt_c.zero_grad(set_to_none=True)
+    loss.backward()
+    nets.opt_c.step()
+    return {"loss": loss.item()}
+
+
+def step_fgsm_rs(nets: Nets, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> dict[str, float]:
+    """Wong et al. ("Fast is better than free"): one step of 1.25 eps from a uniform random start."""
+    f = nets.classifier
+    f.train()
+    delta = ((torch.rand(x.shape, generator=gen) * 2 - 1) * cfg.eps).to(x.device)
+    x0 = (x + delta).clamp(0.0, 1.0).requires_grad_(True)
+    (g,) = torch.autograd.grad(F.cross_entropy(f(x0), y), x0)
+    x_adv = torch.min(torch.max(x0.detach() + 1.25 * cfg.eps * g.sign(), x - cfg.eps), x + cfg.eps).clamp(0.0, 1.0)
+    loss = F.cross_entropy(f(x_adv), y)
+    nets.opt_c.zero_grad(set_to_none=True)
+    loss.backward()
+    nets.opt_c.step()
+    return {"loss": loss.item()}
+
+
+def step_feature_scattering(nets: Nets, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> dict[str, float]:
+    """Zhang & Wang (2019): one step from a random start that maximises the OT distance between the
+    batch's clean and perturbed logits (Sinkhorn, cosine cost), then smoothed CE on the result."""
+    f = nets.classifier
+    num_classes = f.fc.out_features  # type: ignore[union-attr]
+    f.eval()
+    with torch.no_grad():
+        z_nat = f(x)
+    x0 = (x + ((torch.rand(x.shape, generator=gen) * 2 - 1) * cfg.eps).to(x.device)).requires_grad_(True)
+    ot = sinkhorn_distance(z_nat, f(x0), cfg.ot_epsilon, cfg.ot_iters)
+    (g,) = torch.autograd.grad(ot, x0)
+    x_adv = torch.min(torch.max(x0.detach() + cfg.eps * g.sign(), x - cfg.eps), x + cfg.eps).clamp(0.0, 1.0)
+    f.train()
+    loss = soft_cross_entropy(f(x_adv), smooth_labels(y, num_classes, cfg.label_smoothing))
+    nets.opt_c.zero_grad(set_to_none=True)
+    loss.backward()
+    nets.opt_c.step()
+    return {"loss": loss.item(), "ot": ot.item()}
+
+
+STEPS: dict[str, StepFn] = {
+    "atld": step_atld,
+    "standard": step_standard,
+    "pgd-at": step_pgd_at,
+    "fgsm-rs": step_fgsm_rs,
+    "feature-scattering": step_feature_scattering,
+}

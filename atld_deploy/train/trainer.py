@@ -1,0 +1,214 @@
+"""The training loop: one loop for every method, resumable at epoch boundaries, atomic writes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..attacks import pgd
+from ..config import TrainConfig
+from ..data import DataBundle, augment_batch, load_dataset
+from ..errors import CheckpointError, ConfigError
+from ..io import atomic_path, write_bytes_atomic, write_json_atomic
+from ..run import (
+    CHECKPOINT, CLASSES, CLASSIFIER, CONFIG, DISCRIMINATOR, METRICS, SUMMARY,
+    DataShape, build_networks, read_run_meta, run_meta,
+)
+from .methods import STEPS, Nets
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    path: Path
+    epochs: int
+    seconds: float
+    clean_acc: float
+    pgd_acc: float
+
+
+def _epoch_generator(cfg: TrainConfig, epoch: int) -> torch.Generator:
+    # every random choice of an epoch comes from here, so a resumed epoch replays exactly
+    return torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+
+
+def _prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite contradict each other; pick one")
+    if out.exists() and any(out.iterdir()):
+        if resume:
+            return
+        if not overwrite:
+            raise ConfigError(f"{out} already holds a run; pass --resume to continue it or --overwrite to replace it")
+        if not (out / CONFIG).exists():
+            raise ConfigError(f"{out} is not empty and not an atld-deploy run; refusing to delete it with --overwrite")
+        shutil.rmtree(out)
+    elif resume:
+        raise ConfigError(f"nothing to resume: {out} holds no run")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+class Trainer:
+    """Trains one run. `Trainer(cfg, out).fit()`; `resume=True` continues from RUN/checkpoint.pt."""
+
+    def __init__(self, cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
+                 progress: bool = True, data: DataBundle | None = None) -> None:
+        self.out = Path(out)
+        _prepare_run_dir(self.out, resume, overwrite)
+        if resume:
+            stored, _, _ = read_run_meta(self.out)
+            # only the length of a run may change on resume; everything else is the stored run's
+            cfg = stored.replace(epochs=cfg.epochs) if cfg.epochs > stored.epochs else stored
+        self.cfg = cfg
+        self.progress = progress
+        self.device = torch.device(cfg.device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"--device {cfg.device} asked for, but torch sees no CUDA GPU; use --device cpu")
+        self.data = data or load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.image_size)
+        self.shape = DataShape(self.data.channels, self.data.size, self.data.num_classes)
+        torch.manual_seed(cfg.seed)
+        classifier, disc = build_networks(cfg, self.shape)
+        mf = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        classifier.to(self.device, memory_format=mf)
+        opt_c = torch.optim.SGD(classifier.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        opt_d = None
+        if disc is not None:
+            disc.to(self.device)
+            opt_d = torch.optim.SGD(disc.parameters(), lr=cfg.d_lr, momentum=cfg.d_momentum, weight_decay=cfg.d_weight_decay)
+        self.nets = Nets(classifier, opt_c, disc, opt_d)
+        self.sched = torch.optim.lr_scheduler.MultiStepLR(opt_c, list(cfg.lr_milestones), cfg.lr_gamma)
+        self.start_epoch = 0
+        if resume:
+            self._load_checkpoint()
+        else:
+            write_json_atomic(self.out / CONFIG, run_meta(cfg, self.shape))
+            write_json_atomic(self.out / CLASSES, list(self.data.classes))
+
+    # ------------------------------------------------------------------------------------ checkpoints
+    def _state(self, epoch: int) -> dict[str, Any]:
+        n = self.nets
+        return {
+            "epoch": epoch,
+            "classifier": n.classifier.state_dict(),
+            "opt_c": n.opt_c.state_dict(),
+            "sched": self.sched.state_dict(),
+            "discriminator": n.discriminator.state_dict() if n.discriminator is not None else {},
+            "opt_d": n.opt_d.state_dict() if n.opt_d is not None else {},
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def _save(self, epoch: int) -> None:
+        from safetensors.torch import save_file
+
+        with atomic_path(self.out / CHECKPOINT) as tmp:
+            torch.save(self._state(epoch), tmp)
+        for module, name in ((self.nets.classifier, CLASSIFIER), (self.nets.discriminator, DISCRIMINATOR)):
+            if module is not None:
+                with atomic_path(self.out / name) as tmp:
+                    save_file({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}, str(tmp))
+
+    def _load_checkpoint(self) -> None:
+        path = self.out / CHECKPOINT
+        if not path.exists():
+            raise CheckpointError(f"{path} is missing: the run never finished an epoch; start it again with --overwrite")
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=True)
+            n = self.nets
+            n.classifier.load_state_dict(state["classifier"])
+            n.opt_c.load_state_dict(state["opt_c"])
+            self.sched.load_state_dict(state["sched"])
+            if n.discriminator is not None:
+                n.discriminator.load_state_dict(state["discriminator"])
+                n.opt_d.load_state_dict(state["opt_d"])  # type: ignore[union-attr]
+            torch.set_rng_state(state["rng_cpu"].cpu())
+            if state["rng_cuda"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state["rng_cuda"])
+            self.start_epoch = int(state["epoch"]) + 1
+        except CheckpointError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any failure here means the file is damaged or foreign
+            raise CheckpointError(f"{path} is corrupt or from another configuration ({e}); start again with --overwrite") from e
+        # drop metrics of epochs the checkpoint does not contain (killed between the two writes)
+        metrics = self.out / METRICS
+        if metrics.exists():
+            kept = [l for l in metrics.read_text().splitlines() if l.strip() and json.loads(l)["epoch"] < self.start_epoch]
+            write_bytes_atomic(metrics, "".join(l + "\n" for l in kept).encode())
+        log.info("resuming %s at epoch %d", self.out, self.start_epoch + 1)
+
+    # ---------------------------------------------------------------------------------------- loop
+    def evaluate(self) -> tuple[float, float]:
+        """Clean accuracy on the test split and PGD-20 accuracy on its first `eval_pgd_n` examples."""
+        f = self.nets.classifier
+        f.eval()
+        test = self.data.test
+        correct = 0
+        with torch.no_grad():
+            for i in range(0, len(test), 500):
+                x, y = test.batch(torch.arange(i, min(i + 500, len(test))))
+                correct += (f(x.to(self.device)).argmax(1).cpu() == y).sum().item()
+        n = min(self.cfg.eval_pgd_n, len(test))
+        x, y = test.batch(torch.arange(n))
+        x, y = x.to(self.device), y.to(self.device)
+        x_adv = pgd(f, x, y, self.cfg.eps, self.cfg.eps / 4, 20, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            robust = (f(x_adv).argmax(1) == y).float().mean().item()
+        return correct / len(test), robust
+
+    def fit(self) -> TrainResult:
+        from tqdm import tqdm
+
+        cfg, step = self.cfg, STEPS[self.cfg.method]
+        train = self.data.train
+        t_start = time.perf_counter()
+        clean = robust = float("nan")
+        for epoch in range(self.start_epoch, cfg.epochs):
+            gen = _epoch_generator(cfg, epoch)
+            order = torch.randperm(len(train), generator=gen)
+            batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+            sums: dict[str, float] = {}
+            t0 = time.perf_counter()
+            bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
+                       disable=not self.progress, file=sys.stderr)
+            seen = 0
+            for idx in bar:
+                x, y = train.batch(idx)
+                x = augment_batch(x, self.data.augment, gen).to(self.device)
+                if cfg.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+                    terms = step(self.nets, cfg, x, y.to(self.device), gen)
+                seen += len(idx)
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + v * len(idx)
+                bar.set_postfix({"img/s": f"{seen / (time.perf_counter() - t0):.0f}", **{k: f"{v:.3f}" for k, v in terms.items()}})
+            self.sched.step()
+            train_s = time.perf_counter() - t0
+            clean, robust = self.evaluate()
+            record = {"epoch": epoch, **{k: v / seen for k, v in sums.items()}, "clean_acc": clean,
+                      "pgd20_acc": robust, "lr": self.nets.opt_c.param_groups[0]["lr"], "seconds": train_s,
+                      "images_per_s": seen / train_s}
+            with open(self.out / METRICS, "a") as f:
+                f.write(json.dumps(record) + "\n")
+                f.flush()
+            self._save(epoch)
+            if self.progress:
+                print(f"epoch {epoch + 1}/{cfg.epochs}: loss {record.get('loss', 0):.4f}  clean {clean:.2%}  "
+                      f"PGD-20 {robust:.2%} (eps {cfg.eps:.4g}, n={min(cfg.eval_pgd_n, len(self.data.test))})  "
+                      f"{seen / train_s:.0f} img/s", file=sys.stderr)
+        seconds = time.perf_counter() - t_start
+        if clean != clean:  # nothing left to train (resumed a finished run): report the stored weights
+            clean, robust = self.evaluate()
+        summary = {"epochs": cfg.epochs, "seconds_this_session": seconds, "clean_acc": clean, "pgd20_acc": robust,
+                   "eps": cfg.eps, "method": cfg.method, "arch": cfg.arch, "dataset": cfg.dataset}
+        write_json_atomic(self.out / SUMMARY, summary)
+        return TrainResult(self.out, cfg.epochs, seconds, clean, robust)
