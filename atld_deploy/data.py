@@ -21,7 +21,7 @@ from .errors import DataError
 
 DATASETS = ("digits", "cifar10", "cifar100", "svhn", "folder")
 DIGITS_SPLIT_SEED = 0  # the fixed train/test split of the embedded digits (1,437 / 360)
-DIGITS_TEST_FRACTION = 0.2
+DIGITS_TEST_SIZE = 360
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 
 
@@ -67,7 +67,7 @@ def load_digits_bundle() -> DataBundle:
     images = torch.from_numpy(d.images.astype(np.uint8)).unsqueeze(1)  # values 0..16
     labels = torch.from_numpy(d.target.astype(np.int64))
     perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(DIGITS_SPLIT_SEED))
-    n_test = int(round(len(labels) * DIGITS_TEST_FRACTION))
+    n_test = DIGITS_TEST_SIZE
     test_idx, train_idx = perm[:n_test], perm[n_test:]
     return DataBundle(
         ImageTensorDataset(images[train_idx], labels[train_idx], 16.0),
@@ -87,6 +87,8 @@ class _CifarUnpickler(pickle.Unpickler):
     _ALLOWED = {
         ("numpy.core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
     }
@@ -97,7 +99,7 @@ class _CifarUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR batch")
 
 
-def _read_cifar_batch(path: Path) -> dict[str, object]:
+def _read_cifar_batch(path: Path, key: str = "data") -> dict[str, object]:
     try:
         with open(path, "rb") as f:
             d = _CifarUnpickler(io.BytesIO(f.read()), encoding="latin1").load()
@@ -105,8 +107,8 @@ def _read_cifar_batch(path: Path) -> dict[str, object]:
         raise
     except Exception as e:  # noqa: BLE001 - any decoding failure is a malformed file
         raise DataError(f"{path} is not a readable CIFAR python batch ({e}); delete it and re-run with --download") from e
-    if not isinstance(d, dict) or "data" not in d:
-        raise DataError(f"{path} is not a CIFAR python batch (no 'data' entry); delete it and re-run with --download")
+    if not isinstance(d, dict) or key not in d:
+        raise DataError(f"{path} is not a CIFAR python file (no '{key}' entry); delete it and re-run with --download")
     return d
 
 
@@ -143,8 +145,8 @@ def load_cifar_bundle(name: str, data_dir: Path, download: bool) -> DataBundle:
             f"{name} not found: expected {', '.join(missing)} in {root} (the python version of the data set); "
             f"pass --download to fetch it, or --data-dir pointing at the folder that contains {folder}/"
         )
-    meta = _read_cifar_batch(root / meta_file)
-    classes = tuple(str(c) for c in meta.get(names_key, []))  # type: ignore[union-attr]
+    meta = _read_cifar_batch(root / meta_file, names_key)
+    classes = tuple(str(c) for c in meta[names_key])  # type: ignore[union-attr]
     xtr, ytr = _cifar_split(root, train_files, label_key)
     xte, yte = _cifar_split(root, test_files, label_key)
     n = 10 if name == "cifar10" else 100

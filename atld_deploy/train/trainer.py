@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import logging
 import shutil
 import sys
@@ -137,7 +138,10 @@ class Trainer:
         except CheckpointError:
             raise
         except Exception as e:  # noqa: BLE001 - any failure here means the file is damaged or foreign
-            raise CheckpointError(f"{path} is corrupt or from another configuration ({e}); start again with --overwrite") from e
+            reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            if isinstance(e, pickle.UnpicklingError):
+                reason = "not a readable checkpoint file"
+            raise CheckpointError(f"{path} is corrupt or from another configuration ({reason}); start again with --overwrite") from e
         # drop metrics of epochs the checkpoint does not contain (killed between the two writes)
         metrics = self.out / METRICS
         if metrics.exists():
