@@ -42,7 +42,10 @@ def atld_perturbation(
     noise = (torch.rand(x.shape, generator=generator, device="cpu").to(x.device) * 2 - 1) * eps
     x0 = (x + noise).detach().requires_grad_(True)
     natural_logit, _ = discriminator(classifier(x0))
-    (g,) = torch.autograd.grad(discriminator_bce(natural_logit, is_natural=False), x0)
+    # summed, not averaged: the sign is the same, and per-example gradients stay far from float
+    # underflow (denormals slow the CPU backward several-fold and float16 would round them to 0)
+    objective = F.binary_cross_entropy_with_logits(natural_logit, torch.zeros_like(natural_logit), reduction="sum")
+    (g,) = torch.autograd.grad(objective, x0)
     x_adv = torch.min(torch.max(x0 - eps * g.sign(), x - eps), x + eps)
     return x_adv.clamp(0.0, 1.0).detach()
 
