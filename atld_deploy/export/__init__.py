@@ -6,6 +6,13 @@ Heavy libraries (onnx, onnxruntime, tensorrt, polygraphy) are imported inside th
 
 from __future__ import annotations
 
+from .exporter import ExportOptions, export_run
 from .manifest import FORMAT_VERSION, MANIFEST, EngineEntry, GraphEntry, Manifest, TensorSpec
+from .parity import ParityReport
+from .trt import check_engine_sidecar, tensorrt_status
+from .verify import verify_artifacts
 
-__all__ = ["FORMAT_VERSION", "MANIFEST", "EngineEntry", "GraphEntry", "Manifest", "TensorSpec"]
+__all__ = [
+    "FORMAT_VERSION", "MANIFEST", "EngineEntry", "ExportOptions", "GraphEntry", "Manifest", "ParityReport", "TensorSpec",
+    "check_engine_sidecar", "export_run", "tensorrt_status", "verify_artifacts",
+]

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import ExportError
+from ..errors import AtldError, ExportError
 from ..imt import IMTConfig
 from ..io import sha256_file, write_json_atomic
 
@@ -34,6 +34,16 @@ PARITY = "parity.json"
 BATCH = "batch"  # the name of the dynamic batch dimension in every graph
 GRAPH_KEYS = ("classifier", "discriminator", "pipeline", "pipeline_uint8")
 REEXPORT_HINT = "re-export with `atld-deploy export RUN --out ART`"
+
+
+def read_json(path: Path, error: type[AtldError], missing: str, hint: str) -> Any:
+    """Parse a JSON file, raising `error` with `hint` (what to do) when it is missing or corrupt."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as e:
+        raise error(f"{path} is missing: {missing}; {hint}") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise error(f"{path} is not valid JSON ({e}); {hint}") from e
 
 
 @dataclass(frozen=True)
@@ -152,12 +162,7 @@ class Manifest:
         if not art.is_dir():
             raise ExportError(f"artifact directory {art} does not exist; create it with `atld-deploy export RUN --out {art}`")
         path = art / MANIFEST
-        try:
-            d = json.loads(path.read_text())
-        except FileNotFoundError as e:
-            raise ExportError(f"{path} is missing: {art} is not an atld-deploy artifact directory; {REEXPORT_HINT}") from e
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ExportError(f"{path} is not valid JSON ({e}); {REEXPORT_HINT}") from e
+        d = read_json(path, ExportError, f"{art} is not an atld-deploy artifact directory", REEXPORT_HINT)
         m = cls.from_dict(d, where=path)
         if check_hashes:
             m.check_files(art)

@@ -1,0 +1,63 @@
+"""`atld-deploy export` and `atld-deploy verify`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ..cli_app import app
+
+
+@app.command()
+def export(
+    run: Path = typer.Argument(..., help="Run directory written by `atld-deploy train`."),
+    out: Path = typer.Option(..., "--out", help="Artifact directory to create or replace (atomically)."),
+    imt: str = typer.Option("plus", help="IMT transform in pipeline.onnx: plus | plain | off."),
+    eps: float = typer.Option(None, help="IMT step in [0,1] pixel units (default: the run's training eps)."),
+    opset: int = typer.Option(18, help="ONNX opset (17-20: parsed by TensorRT 10 and 11)."),
+    uint8_input: bool = typer.Option(False, "--uint8-input", help="Also write pipeline_uint8.onnx (uint8 NHWC frames in)."),
+    emit_transformed: bool = typer.Option(False, "--emit-transformed", help="pipeline outputs images_imt too."),
+    fp16: bool = typer.Option(False, "--fp16", help="Also write pipeline_fp16.onnx (float16 inside, float32 I/O) and check it on ORT CPU."),
+    trt: bool = typer.Option(False, "--trt", help="Also build TensorRT engines (needs tensorrt and a CUDA GPU)."),
+    precision: str = typer.Option("fp32", help="TensorRT engine precision: fp32 (TF32 off) | fp16 (strongly typed fp16 graph)."),
+    min_batch: int = typer.Option(1, help="TensorRT profile: smallest batch."),
+    opt_batch: int = typer.Option(64, help="TensorRT profile: batch to tune for."),
+    max_batch: int = typer.Option(256, help="TensorRT profile: largest batch."),
+    workspace_mb: int = typer.Option(4096, help="TensorRT builder workspace (MiB)."),
+    skip_parity: bool = typer.Option(False, "--skip-parity", help="Skip the parity check (manifest stays verified: false)."),
+    parity_real: int = typer.Option(256, help="Parity: real test images of the run's data set."),
+    parity_random: int = typer.Option(64, help="Parity: uniform random images."),
+) -> None:
+    """Export a run: classifier/discriminator/IMT pipeline ONNX graphs, manifest, parity report (and engines)."""
+    import time
+
+    from ..export.exporter import ExportOptions, export_run
+
+    opts = ExportOptions(
+        imt_mode=imt, eps=eps, opset=opset, uint8_input=uint8_input, emit_transformed=emit_transformed, fp16=fp16,
+        trt=trt, precision=precision, min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch,
+        workspace_mb=workspace_mb, skip_parity=skip_parity, parity_real=parity_real, parity_random=parity_random,
+    )
+    t0 = time.perf_counter()
+    manifest = export_run(run, out, options=opts, echo=typer.echo)
+    sizes = ", ".join(f"{g.file} {(out / g.file).stat().st_size / 1e6:.1f} MB" for g in manifest.graphs.values())
+    typer.echo(f"exported {run} -> {out} in {time.perf_counter() - t0:.0f} s ({sizes}); verified: {manifest.verified}")
+
+
+@app.command()
+def verify(
+    art: Path = typer.Argument(..., help="Artifact directory written by `atld-deploy export`."),
+    backend: str = typer.Option("onnxruntime", help="onnxruntime | tensorrt | all (all: every backend available here)."),
+    parity_real: int = typer.Option(256, help="Real test images of the run's data set."),
+    parity_random: int = typer.Option(64, help="Uniform random images."),
+) -> None:
+    """Re-check an artifact directory: file hashes, then parity of every graph/engine against PyTorch."""
+    from ..errors import ParityError
+    from ..export.verify import verify_artifacts
+
+    report = verify_artifacts(art, backends=[backend], n_real=parity_real, n_random=parity_random)
+    typer.echo(report.table())
+    if not report.passed:
+        raise ParityError(f"parity failed for {art} (details in {art / 'parity.json'}); manifest marked verified: false")
+    typer.echo(f"{art}: verified")

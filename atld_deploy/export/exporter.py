@@ -1,0 +1,292 @@
+"""`export_run`: a run directory -> a verified artifact directory (see manifest.py for the contract).
+
+Everything is built in a temporary directory beside OUT and swapped in at the end (old OUT renamed away,
+new one renamed in, old one deleted), so a failed or interrupted export leaves the previous OUT intact.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .. import __version__
+from ..errors import EngineError, ExportError, ParityError
+from ..imageio import RESIZE_POLICY
+from ..imt import IMTConfig
+from ..io import sha256_file
+from ..run import CLASSES, CLASSIFIER, CONFIG, DISCRIMINATOR, Run, load_run
+from .checks import check_graph
+from .manifest import BATCH, FORMAT_VERSION, MANIFEST, RUN_DIR, EngineEntry, GraphEntry, Manifest, TensorSpec, input_spec
+from .rewrite import rewrite_conv_transpose
+from .trace import ClassifierFunction, DiscriminatorFunction, PipelineFunction, export_onnx
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 18
+FP16_OBJECTIVE_SCALE = 1024.0  # keeps the float16 input gradient far from underflow; the sign is unchanged
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Everything `atld-deploy export` can be asked for, validated on construction."""
+
+    imt_mode: str = "plus"
+    eps: float | None = None
+    opset: int = DEFAULT_OPSET
+    uint8_input: bool = False
+    emit_transformed: bool = False
+    fp16: bool = False
+    trt: bool = False
+    precision: str = "fp32"
+    min_batch: int = 1
+    opt_batch: int = 64
+    max_batch: int = 256
+    workspace_mb: int = 4096
+    skip_parity: bool = False
+    parity_real: int = 256
+    parity_random: int = 64
+    rewrite: bool = True
+
+    def __post_init__(self) -> None:
+        from .checks import trt_support
+
+        lo, hi = trt_support()["opset"]["min"], trt_support()["opset"]["max"]
+        if not lo <= self.opset <= hi:
+            raise ExportError(f"--opset {self.opset} is outside {lo}-{hi}, the range TensorRT 10 and 11 both parse")
+        if self.precision not in ("fp32", "fp16"):
+            raise ExportError(f"--precision must be fp32 or fp16, got {self.precision!r}")
+        if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
+            raise ExportError(f"batch profile must satisfy 1 <= min <= opt <= max, got {self.min_batch}/{self.opt_batch}/{self.max_batch}")
+
+
+def _provenance(run: Run, cfg: IMTConfig, opset: int, rewrites: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    import onnx
+    import onnxruntime
+
+    producer = {
+        "atld_deploy": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__, "opset": opset,
+        "rewrites": ["ConvTranspose->Conv(+DepthToSpace)"] if rewrites else [],
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    run_info = {"method": run.config.method, "arch": run.config.arch, "dataset": run.config.dataset, "eps": run.config.eps}
+    return producer, run_info
+
+
+def _specs(classes: int, c: int, s: int, key: str, emit_transformed: bool) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    images = TensorSpec("images", "float32", [BATCH, c, s, s], "images, NCHW, RGB/gray in [0,1]; normalisation is inside the graph")
+    logits_in = TensorSpec("logits", "float32", [BATCH, classes], "classifier logits")
+    logits = TensorSpec("logits", "float32", [BATCH, classes], "class logits (argmax = label)")
+    if key == "classifier":
+        return [images], [logits]
+    if key == "discriminator":
+        return [logits_in], [
+            TensorSpec("natural_logit", "float32", [BATCH], "sigmoid(natural_logit) = probability the input is natural (clean)"),
+            TensorSpec("class_logits", "float32", [BATCH, classes], "the discriminator's auxiliary class logits"),
+        ]
+    inp = images if key != "pipeline_uint8" else TensorSpec(
+        "images_uint8", "uint8", [BATCH, s, s, c], "decoded frames, NHWC uint8 0..255 (divided by 255 inside)")
+    outs = [
+        TensorSpec("logits", "float32", [BATCH, classes], "class logits of the IMT-transformed input (argmax = label)"),
+        TensorSpec("p_natural", "float32", [BATCH], "probability that the input as it arrived is natural (low = likely adversarial)"),
+    ]
+    if emit_transformed:
+        outs.append(TensorSpec("images_imt", "float32", [BATCH, c, s, s], "the IMT-transformed images, NCHW in [0,1]"))
+    return [inp], outs
+
+
+def _finish_graph(tmp: Path, key: str, path: Path, emit_transformed: bool, meta: dict[str, str], rewrite: bool) -> None:
+    """Rewrite, drop the internal-only output, stamp metadata, run the static checks, save."""
+    import onnx
+
+    model = onnx.load(str(path))
+    if rewrite:
+        rewrite_conv_transpose(model)
+    if key.startswith("pipeline") and not emit_transformed:
+        # images_imt stays an internal tensor (parity exposes it); consumers see only logits, p_natural.
+        keep = [o for o in model.graph.output if o.name != "images_imt"]
+        del model.graph.output[:]
+        model.graph.output.extend(keep)
+    model.producer_name, model.producer_version = "atld-deploy", __version__
+    del model.metadata_props[:]
+    for k, v in sorted(dict(meta, graph=key).items()):
+        model.metadata_props.add(key=f"atld.{k}", value=v)
+    check_graph(model, f"{key} ({path.name})")
+    onnx.save(model, str(path))
+    log.info("%s: %d nodes, %.1f MB", path.name, len(model.graph.node), path.stat().st_size / 1e6)
+
+
+def _copy_run(run_dir: Path, dest: Path) -> None:
+    dest.mkdir(parents=True)
+    for name in (CONFIG, CLASSES, CLASSIFIER, DISCRIMINATOR):
+        shutil.copy2(run_dir / name, dest / name)
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Replace `out` by `tmp`: rename old away, rename new in, delete old."""
+    old = None
+    if out.exists():
+        if not (out / MANIFEST).is_file() and any(out.iterdir()):
+            raise ExportError(f"{out} exists and is not an atld-deploy artifact directory; choose another --out or remove it")
+        old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except OSError:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def export_run(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    imt_mode: str = "plus",
+    eps: float | None = None,
+    trt: bool = False,
+    options: ExportOptions | None = None,
+    echo: Callable[[str], None] = log.info,
+    _after_write: Callable[[Path], None] | None = None,
+    **kw: Any,
+) -> Manifest:
+    """Export a trained ATLD run to `out_dir`: ONNX graphs, manifest, run copy, parity report, engines.
+
+    Args:
+        run_dir: a run directory (`atld-deploy train --out RUN`).
+        out_dir: the artifact directory to create or replace (atomically).
+        imt_mode, eps, trt: shortcuts for the same `ExportOptions` fields; `**kw` sets any other field.
+        options: a full `ExportOptions` (overrides the shortcuts).
+        echo: where the parity table goes (the CLI passes typer.echo).
+    Returns:
+        The saved `Manifest` (`verified` True when parity passed).
+    Raises:
+        CheckpointError: bad run directory. ExportError: tracing, static checks or writing failed (the
+        previous `out_dir` is intact). ParityError: written, but parity failed (manifest `verified: false`).
+        EngineError: `trt` asked for on a machine without TensorRT/GPU (the ONNX artifacts are written).
+    """
+    opts = options or ExportOptions(imt_mode=imt_mode, eps=eps, trt=trt, **kw)
+    run_dir, out = Path(run_dir), Path(out_dir)
+    run = load_run(run_dir)
+    if run.discriminator is None:
+        raise ExportError(
+            f"run {run_dir} was trained with method {run.config.method!r} and has no discriminator; the IMT pipeline "
+            f"and p_natural need one: export a run trained with --method atld"
+        )
+    cfg = run.imt_config(opts.imt_mode, opts.eps)
+    c, s, k = run.shape.channels, run.shape.size, run.shape.num_classes
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    t_start = time.perf_counter()
+    try:
+        manifest = _build(run, run_dir, tmp, cfg, opts)
+        if _after_write is not None:  # test hook: simulate an interruption after the files are written
+            _after_write(tmp)
+        report = None
+        if not opts.skip_parity:
+            from .verify import verify_artifacts
+
+            report = verify_artifacts(tmp, backends=["onnxruntime"], n_real=opts.parity_real, n_random=opts.parity_random)
+            manifest = Manifest.load(tmp, check_hashes=False)
+        _swap_in(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    log.info("exported %s -> %s in %.0f s", run_dir, out, time.perf_counter() - t_start)
+    if report is not None:
+        echo(report.table())
+        if not report.passed:
+            raise ParityError(f"parity failed for {out} (details in {out / 'parity.json'}); the artifacts are kept and marked verified: false")
+    if opts.trt:
+        from .trt import tensorrt_status
+
+        missing = tensorrt_status()
+        if missing:
+            raise EngineError(
+                f"--trt: {missing}. The ONNX artifacts in {out} were written"
+                f"{' and verified' if report is not None else ''}; build the engines on a GPU machine with TensorRT "
+                f"using `atld-deploy export {run_dir} --out {out} --trt`"
+            )
+        manifest = add_engines(out, opts, echo)
+    return manifest
+
+
+def _build(run: Run, run_dir: Path, tmp: Path, cfg: IMTConfig, opts: ExportOptions) -> Manifest:
+    c, s, k = run.shape.channels, run.shape.size, run.shape.num_classes
+    producer, run_info = _provenance(run, cfg, opts.opset, opts.rewrite)
+    graphs_in: list[tuple[str, torch.nn.Module, torch.Tensor, str, list[str], str]] = [
+        ("classifier", ClassifierFunction(run.classifier), torch.rand(2, c, s, s), "images", ["logits"], "fp32"),
+        ("discriminator", DiscriminatorFunction(run.discriminator), torch.randn(2, k), "logits", ["natural_logit", "class_logits"], "fp32"),
+        ("pipeline", PipelineFunction(run.classifier, run.discriminator, cfg, emit_transformed=True), torch.rand(2, c, s, s),
+         "images", ["logits", "p_natural", "images_imt"], "fp32"),
+    ]
+    if opts.uint8_input:
+        graphs_in.append(("pipeline_uint8", PipelineFunction(run.classifier, run.discriminator, cfg, emit_transformed=True, uint8_input=True),
+                          torch.randint(0, 256, (2, s, s, c), dtype=torch.uint8), "images_uint8", ["logits", "p_natural", "images_imt"], "fp32"))
+    if opts.fp16 or (opts.trt and opts.precision == "fp16"):
+        f16, d16 = copy.deepcopy(run.classifier).half(), copy.deepcopy(run.discriminator).half()
+        graphs_in.append(("pipeline_fp16", PipelineFunction(f16, d16, cfg, emit_transformed=True, half=True, objective_scale=FP16_OBJECTIVE_SCALE),
+                          torch.rand(2, c, s, s), "images", ["logits", "p_natural", "images_imt"], "fp16"))
+    classes = list(run.classes)
+    imt = cfg.to_dict()
+    inp = input_spec(c, s, RESIZE_POLICY)
+    meta = {
+        "format_version": str(FORMAT_VERSION), "classes": json.dumps(classes), "input": json.dumps(inp), "imt": json.dumps(imt),
+        "run": json.dumps(run_info), "producer": json.dumps(producer),
+    }
+    graphs: dict[str, GraphEntry] = {}
+    for key, fn, example, in_name, out_names, precision in graphs_in:
+        t0 = time.perf_counter()
+        path = tmp / f"{key}.onnx"
+        export_onnx(fn, example, in_name, out_names, path, opts.opset)
+        _finish_graph(tmp, key, path, opts.emit_transformed, dict(meta, precision=precision), opts.rewrite)
+        spec_key = "pipeline" if key == "pipeline_fp16" else key
+        ins, outs = _specs(k, c, s, spec_key, opts.emit_transformed)
+        graphs[key] = GraphEntry(path.name, ins, outs, sha256_file(path), precision)
+        log.info("exported %s in %.0f s", key, time.perf_counter() - t0)
+    _copy_run(run_dir, tmp / RUN_DIR)
+    manifest = Manifest(FORMAT_VERSION, classes, inp, imt, graphs, {}, False, producer, run_info)
+    manifest.save(tmp)
+    return manifest
+
+
+def add_engines(art: Path, opts: ExportOptions, echo: Callable[[str], None] = log.info) -> Manifest:
+    """Build TensorRT engines for the pipeline and classifier in `art`, then verify them on TensorRT.
+
+    The engines are built beside the graphs under temporary names and listed in the manifest only once
+    built and checked; a failure leaves the ONNX artifacts as they were.
+    """
+    from .trt import TIMING_CACHE, EngineBuild, build_engine
+    from .verify import verify_artifacts
+
+    manifest = Manifest.load(art)
+    spec = EngineBuild(opts.precision, opts.min_batch, opts.opt_batch, opts.max_batch, opts.workspace_mb)
+    sources = {"pipeline": "pipeline_fp16" if opts.precision == "fp16" else "pipeline", "classifier": "classifier"}
+    if opts.precision == "fp16":
+        sources.pop("classifier")  # the classifier graph is float32; its engine would not be fp16
+    engines = dict(manifest.engines)
+    for key, src in sources.items():
+        eng_file, side_file = f"{key}.{opts.precision}.engine", f"{key}.{opts.precision}.engine.json"
+        build_engine(art / manifest.graphs[src].file, art / eng_file, art / side_file, spec, art / TIMING_CACHE)
+        engines[key] = EngineEntry(eng_file, src, opts.precision, side_file, sha256_file(art / eng_file),
+                                   opts.min_batch, opts.opt_batch, opts.max_batch)
+    manifest = Manifest(**{**manifest.__dict__, "engines": engines})
+    manifest.save(art)
+    report = verify_artifacts(art, backends=["onnxruntime", "tensorrt"], n_real=opts.parity_real, n_random=opts.parity_random)
+    echo(report.table())
+    if not report.passed:
+        raise ParityError(f"TensorRT parity failed for {art} (details in {art / 'parity.json'}); artifacts kept, verified: false")
+    return Manifest.load(art)

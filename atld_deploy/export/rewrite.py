@@ -1,0 +1,136 @@
+"""Graph-level rewrites that keep the function and make the exported IMT pipeline fast on every runtime.
+
+The input-gradient pass is a chain of transposed convolutions, which ONNX Runtime's CPU provider runs
+about 2x slower than plain convolutions of the same size. A transposed convolution whose output is exactly
+`stride` times its input is a plain convolution (flipped, transposed weights) followed, for stride > 1, by
+DepthToSpace: output pixel `stride*m + r` only receives kernel taps `k` with `k = r + pad (mod stride)`, so
+each of the stride^2 phases is a small convolution, and one Conv computes them all as channel groups.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Phases:
+    """Per spatial axis: for each phase r, the (tap k, input offset t) pairs, and the offset range."""
+
+    taps: list[list[tuple[int, int]]]
+    tmin: int
+    tmax: int
+
+
+def _phases(kernel: int, stride: int, pad: int) -> _Phases:
+    taps: list[list[tuple[int, int]]] = []
+    for r in range(stride):
+        taps.append([(k, (r + pad - k) // stride) for k in range(kernel) if (r + pad - k) % stride == 0])
+    offsets = [t for phase in taps for _, t in phase]
+    return _Phases(taps, min(offsets), max(offsets))
+
+
+def conv_transpose_as_conv(
+    weight: np.ndarray, strides: list[int], pads: list[int], output_padding: list[int], in_hw: tuple[int, int] | None = None
+) -> tuple[np.ndarray, list[int]] | None:
+    """Equivalent Conv weight and pads for a 2-D ConvTranspose (group 1, dilation 1), or None if not applicable.
+
+    Applicable when the output is exactly `stride` times the input on each axis, i.e.
+    `kernel - 1 - pad_begin - pad_end + output_padding == 0` ... per axis after the stride scaling:
+    `(H-1)*s - pb - pe + k + op == s*H`. The result runs as Conv(stride 1) then DepthToSpace(s, "DCR").
+
+    Args:
+        weight: ConvTranspose weight [C_in, C_out, kh, kw].
+        strides, pads ([hb, wb, he, we]), output_padding: the node's attributes.
+        in_hw: unused; the condition does not depend on the input size.
+    Returns:
+        (conv_weight [s*s*C_out, C_in, KH, KW], conv_pads [hb, wb, he, we]) or None.
+    """
+    del in_hw
+    c_in, c_out, kh, kw = weight.shape
+    sh, sw = strides
+    if sh != sw or pads[0] != pads[2] or pads[1] != pads[3]:
+        return None
+    axes = []
+    for k, s, p, op in ((kh, sh, pads[0], output_padding[0]), (kw, sw, pads[1], output_padding[1])):
+        if -s - 2 * p + k + op != 0:  # output size != s * input size
+            return None
+        ph = _phases(k, s, p)
+        if ph.tmin > 0 or ph.tmax < 0:  # would need a negative pad (cropping)
+            return None
+        axes.append(ph)
+    s = sh
+    ah, aw = axes
+    KH, KW = ah.tmax - ah.tmin + 1, aw.tmax - aw.tmin + 1
+    w2 = np.zeros((s * s * c_out, c_in, KH, KW), dtype=weight.dtype)
+    wt = weight.transpose(1, 0, 2, 3)  # [C_out, C_in, kh, kw]
+    for ra in range(s):
+        for rb in range(s):
+            base = (ra * s + rb) * c_out  # DCR channel order: phase-major
+            for ka, ta in ah.taps[ra]:
+                for kb, tb in aw.taps[rb]:
+                    w2[base:base + c_out, :, ta - ah.tmin, tb - aw.tmin] = wt[:, :, ka, kb]
+    conv_pads = [-ah.tmin, -aw.tmin, ah.tmax, aw.tmax]
+    return w2, conv_pads
+
+
+def rewrite_conv_transpose(model: "onnx.ModelProto") -> int:  # noqa: F821
+    """Replace every applicable ConvTranspose (weight an initializer, no bias or output_shape) in place.
+
+    Returns the number of nodes rewritten.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    new_nodes: list[onnx.NodeProto] = []
+    count = 0
+    for node in graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        ok = (
+            node.op_type == "ConvTranspose" and len(node.input) == 2 and node.input[1] in inits
+            and attrs.get("group", 1) == 1 and list(attrs.get("dilations", [1, 1])) == [1, 1]
+            and "output_shape" not in attrs and attrs.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
+        )
+        result = None
+        if ok:
+            w = numpy_helper.to_array(inits[node.input[1]])
+            if w.ndim == 4:
+                result = conv_transpose_as_conv(
+                    w, list(attrs.get("strides", [1, 1])), list(attrs.get("pads", [0, 0, 0, 0])),
+                    list(attrs.get("output_padding", [0, 0])),
+                )
+        if result is None:
+            new_nodes.append(node)
+            continue
+        w2, conv_pads = result
+        s = int(attrs.get("strides", [1, 1])[0])
+        w_name = f"{node.input[1]}__as_conv_{node.name}"
+        graph.initializer.append(numpy_helper.from_array(w2, w_name))
+        conv_out = node.output[0] if s == 1 else f"{node.output[0]}__phases"
+        new_nodes.append(helper.make_node(
+            "Conv", [node.input[0], w_name], [conv_out], name=f"{node.name}__conv",
+            kernel_shape=list(w2.shape[2:]), pads=conv_pads, strides=[1, 1], dilations=[1, 1], group=1,
+        ))
+        if s > 1:
+            new_nodes.append(helper.make_node(
+                "DepthToSpace", [conv_out], [node.output[0]], name=f"{node.name}__d2s", blocksize=s, mode="DCR",
+            ))
+        count += 1
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    _drop_unused_initializers(model)
+    log.debug("rewrote %d ConvTranspose nodes as Conv(+DepthToSpace)", count)
+    return count
+
+
+def _drop_unused_initializers(model: "onnx.ModelProto") -> None:  # noqa: F821
+    used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+    keep = [i for i in model.graph.initializer if i.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)

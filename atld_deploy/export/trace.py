@@ -1,0 +1,177 @@
+"""Trace the IMT pipeline (a forward that calls autograd) into one forward-only ATen graph, then to ONNX.
+
+No exporter handles `torch.autograd.grad` inside a forward (see deployment-facts.md). `make_fx` does: it
+records the backward pass as ATen ops. With PyTorch's core decompositions every backward op becomes a
+forward op except `convolution_backward`; its input-gradient is a transposed convolution with the same
+weight, stride, padding, dilation and groups (weight and bias gradients are never needed here).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import ExportError
+from ..imt import IMTConfig, IMTPipeline
+
+log = logging.getLogger(__name__)
+aten = torch.ops.aten
+
+
+def _conv_input_grad(
+    grad_output: torch.Tensor,
+    input: torch.Tensor,  # noqa: A002 - ATen's argument name
+    weight: torch.Tensor,
+    bias_sizes: Sequence[int] | None,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    transposed: bool,
+    output_padding: Sequence[int],
+    groups: int,
+    output_mask: Sequence[bool],
+) -> tuple[torch.Tensor | None, None, None]:
+    """`aten.convolution_backward` reduced to the input gradient: a transposed convolution."""
+    if transposed:
+        raise ExportError("the model contains a transposed convolution; its input gradient is not supported by the exporter")
+    if not output_mask[0]:
+        return None, None, None
+    spatial = range(weight.dim() - 2)
+    # output_padding makes the transposed convolution restore the input's spatial size exactly.
+    out_pad = [
+        int(input.shape[2 + i])
+        - ((int(grad_output.shape[2 + i]) - 1) * stride[i] - 2 * padding[i] + dilation[i] * (int(weight.shape[2 + i]) - 1) + 1)
+        for i in spatial
+    ]
+    grad_in = aten.convolution(grad_output, weight, None, list(stride), list(padding), list(dilation), True, out_pad, groups)
+    return grad_in, None, None
+
+
+def decomposition_table() -> dict[object, Callable[..., object]]:
+    """PyTorch's core ATen decompositions plus the convolution input-gradient above.
+
+    Eval-mode batch norm is kept as one op so it exports as BatchNormalization, which runtimes fuse into
+    the preceding convolution.
+    """
+    from torch._decomp import core_aten_decompositions
+
+    table = dict(core_aten_decompositions())
+    table[aten.convolution_backward.default] = _conv_input_grad
+    return table
+
+
+class PipelineFunction(nn.Module):
+    """The deployed function as one module: images -> (logits, p_natural[, images_imt]).
+
+    `uint8_input=True` takes NHWC uint8 frames and converts them inside (permute, /255).
+    `half=True` runs the networks in float16 with float32 inputs and outputs.
+    """
+
+    def __init__(
+        self,
+        classifier: nn.Module,
+        discriminator: nn.Module,
+        cfg: IMTConfig,
+        emit_transformed: bool = False,
+        uint8_input: bool = False,
+        half: bool = False,
+        objective_scale: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.pipeline = IMTPipeline(classifier, discriminator, cfg)
+        self.pipeline.objective_scale = objective_scale
+        self.emit_transformed = emit_transformed
+        self.uint8_input = uint8_input
+        self.half = half
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x = images.permute(0, 3, 1, 2).to(torch.float32) / 255.0 if self.uint8_input else images
+        if self.half:
+            x = x.to(torch.float16)
+        logits, p, x_t = self.pipeline(x)
+        outs = (logits.float(), p.float()) + ((x_t.float(),) if self.emit_transformed else ())
+        return outs
+
+
+class ClassifierFunction(nn.Module):
+    """images -> logits (a plain forward; traced the same way for one code path)."""
+
+    def __init__(self, classifier: nn.Module) -> None:
+        super().__init__()
+        self.classifier = classifier.eval()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier(images)
+
+
+class DiscriminatorFunction(nn.Module):
+    """logits -> (natural_logit, class_logits)."""
+
+    def __init__(self, discriminator: nn.Module) -> None:
+        super().__init__()
+        self.discriminator = discriminator.eval()
+
+    def forward(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.discriminator(logits)
+
+
+class _Traced(nn.Module):
+    """Wraps a traced GraphModule so `torch.onnx.export` sees a module with named tensor outputs."""
+
+    def __init__(self, gm: nn.Module, single: bool) -> None:
+        super().__init__()
+        self.gm = gm
+        self.single = single
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        out = self.gm(x)
+        return out if self.single else tuple(out)
+
+
+def trace_to_aten(fn: nn.Module, example: torch.Tensor) -> nn.Module:
+    """Trace `fn(example)` with symbolic shapes into a forward-only ATen GraphModule (autograd unrolled)."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    fn.eval()
+    try:
+        gm = make_fx(fn, decomposition_table=decomposition_table(), tracing_mode="symbolic", _allow_non_fake_inputs=True)(example)
+    except ExportError:
+        raise
+    except Exception as e:  # noqa: BLE001 - make_fx raises many kinds on untraceable code
+        raise ExportError(f"could not trace {type(fn).__name__} at the ATen level ({type(e).__name__}: {e})") from e
+    leftovers = sorted({str(n.target) for n in gm.graph.nodes if n.op == "call_function" and "backward" in str(n.target)})
+    if leftovers:
+        raise ExportError(f"the traced graph still contains backward ops {leftovers}; add a decomposition for them")
+    return gm
+
+
+def export_onnx(
+    fn: nn.Module,
+    example: torch.Tensor,
+    input_name: str,
+    output_names: list[str],
+    path: Path,
+    opset: int,
+) -> None:
+    """Trace `fn` (make_fx) and export it with a dynamic batch dimension to `path`."""
+    gm = trace_to_aten(fn, example)
+    module = _Traced(gm, single=len(output_names) == 1)
+    batch = torch.export.Dim("batch", min=1, max=1 << 20)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        try:
+            program = torch.onnx.export(
+                module, (example,), dynamo=True, dynamic_shapes=({0: batch},), opset_version=opset,
+                input_names=[input_name], output_names=output_names, optimize=True, verbose=False,
+                report=False, external_data=False,
+            )
+        except Exception as e:  # noqa: BLE001 - the exporter raises many kinds
+            raise ExportError(f"torch.onnx.export failed for {input_name} -> {output_names} ({type(e).__name__}: {e})") from e
+    if program is None:
+        raise ExportError("torch.onnx.export returned no program")
+    program.save(str(path))

@@ -1,0 +1,146 @@
+"""TensorRT engines (10.x and 11.x) from the exported ONNX graphs, their sidecars, and sidecar checks.
+
+Written against TensorRT's documented Python API; `tensorrt` is imported only inside these functions.
+fp32 builds clear TF32; fp16 builds parse a float16 ONNX graph (float32 I/O) strongly typed, because
+TensorRT 11 has no FP16 builder flag and takes precision from the graph's own types.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import EngineError
+from ..io import sha256_file, write_bytes_atomic, write_json_atomic
+from .manifest import read_json
+
+log = logging.getLogger(__name__)
+
+TIMING_CACHE = "timing.cache"
+REBUILD_HINT = "rebuild the engines on this machine with `atld-deploy export RUN --out ART --trt`"
+
+
+def tensorrt_status() -> str:
+    """'' when TensorRT and a CUDA GPU are usable here, else a sentence naming exactly what is missing."""
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return "the TensorRT Python package `tensorrt` is not installed (pip install 'atld-deploy[tensorrt]', TensorRT 10.x or 11.x)"
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return "no CUDA GPU is visible (torch.cuda.is_available() is False); TensorRT engines need one"
+    except Exception as e:  # noqa: BLE001 - a broken CUDA setup raises various errors
+        return f"CUDA is not usable here ({e})"
+    return ""
+
+
+def machine_identity() -> dict[str, Any]:
+    """TensorRT version, GPU name and compute capability of this machine (needs TensorRT and a GPU)."""
+    import tensorrt as trt
+    import torch
+
+    major, minor = torch.cuda.get_device_capability(0)
+    return {"tensorrt": trt.__version__, "gpu": torch.cuda.get_device_name(0), "compute_capability": f"{major}.{minor}"}
+
+
+@dataclass(frozen=True)
+class EngineBuild:
+    """What to build: profile over the batch dimension, precision, workspace."""
+
+    precision: str = "fp32"
+    min_batch: int = 1
+    opt_batch: int = 64
+    max_batch: int = 256
+    workspace_mb: int = 4096
+
+
+def build_engine(onnx_path: Path, engine_path: Path, sidecar_path: Path, spec: EngineBuild, cache_path: Path) -> dict[str, Any]:
+    """Parse `onnx_path`, build a serialized engine to `engine_path` and its sidecar; return the sidecar.
+
+    Raises:
+        EngineError: TensorRT/GPU missing, the parser rejects the graph (its errors are quoted), or the
+            build fails.
+    """
+    missing = tensorrt_status()
+    if missing:
+        raise EngineError(missing)
+    import tensorrt as trt
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flags = 0
+    if spec.precision == "fp16":  # precision comes from the float16 graph's own types
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    if hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH"):  # required in 8.x, a no-op/deprecated later
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise EngineError(f"TensorRT's ONNX parser rejected {onnx_path.name}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, spec.workspace_mb << 20)
+    if spec.precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
+        config.clear_flag(trt.BuilderFlag.TF32)  # TF32 is on by default and breaks fp32 parity
+    profile = builder.create_optimization_profile()
+    for i in range(network.num_inputs):
+        t = network.get_input(i)
+        rest = tuple(t.shape)[1:]
+        profile.set_shape(t.name, (spec.min_batch, *rest), (spec.opt_batch, *rest), (spec.max_batch, *rest))
+    config.add_optimization_profile(profile)
+    cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    t0 = time.perf_counter()
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise EngineError(f"TensorRT failed to build an engine from {onnx_path.name} (see the TensorRT log above)")
+    write_bytes_atomic(engine_path, bytes(plan))
+    write_bytes_atomic(cache_path, bytes(config.get_timing_cache().serialize()))
+    sidecar = dict(
+        machine_identity(),
+        engine=engine_path.name,
+        onnx=onnx_path.name,
+        onnx_sha256=sha256_file(onnx_path),
+        precision=spec.precision,
+        min_batch=spec.min_batch,
+        opt_batch=spec.opt_batch,
+        max_batch=spec.max_batch,
+        build_seconds=round(time.perf_counter() - t0, 1),
+    )
+    write_json_atomic(sidecar_path, sidecar)
+    log.info("built %s (%s, batch %d-%d) in %.0f s", engine_path.name, spec.precision, spec.min_batch, spec.max_batch, sidecar["build_seconds"])
+    return sidecar
+
+
+def check_engine_sidecar(sidecar_path: str | Path, onnx_path: str | Path | None = None) -> dict[str, Any]:
+    """Check that an engine's sidecar matches this machine (TensorRT version, GPU, compute capability) and,
+    if given, the SHA-256 of its ONNX source. Returns the sidecar.
+
+    Raises:
+        EngineError: missing/corrupt sidecar, TensorRT or GPU missing, or any mismatch; the message names
+            the recorded and actual values and says how to rebuild.
+    """
+    side = read_json(Path(sidecar_path), EngineError, "every engine needs its sidecar", REBUILD_HINT)
+    if onnx_path is not None:
+        actual = sha256_file(onnx_path)
+        if actual != side.get("onnx_sha256"):
+            raise EngineError(
+                f"engine {side.get('engine')} was built from an ONNX file with SHA-256 {str(side.get('onnx_sha256'))[:16]}..., "
+                f"but {Path(onnx_path).name} now has {actual[:16]}...; {REBUILD_HINT}"
+            )
+    missing = tensorrt_status()
+    if missing:
+        raise EngineError(f"cannot load engine {side.get('engine')}: {missing}")
+    here = machine_identity()
+    for key in ("tensorrt", "gpu", "compute_capability"):
+        if side.get(key) != here[key]:
+            raise EngineError(
+                f"engine {side.get('engine')} was built for {key} {side.get(key)!r}, this machine has {here[key]!r}; "
+                f"a TensorRT engine only runs on the TensorRT version and GPU architecture that built it; {REBUILD_HINT}"
+            )
+    return side
