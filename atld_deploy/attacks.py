@@ -33,10 +33,12 @@ def pgd(
     loss: Loss = ce_loss,
     random_start: bool = True,
     generator: torch.Generator | None = None,
+    input_loss: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """L-inf PGD: `steps` signed-gradient ascent steps on `loss`, projected to the eps-ball and [0, 1].
 
     The loss is summed over the batch so each example's step is independent of the others.
+    `input_loss(x_adv)` (a scalar, e.g. an IMT-aware term on the input) is added to the ascended loss.
     """
     x = x.detach()
     if random_start:
@@ -47,7 +49,10 @@ def pgd(
     for _ in range(steps):
         x_adv.requires_grad_(True)
         with torch.enable_grad():
-            (g,) = torch.autograd.grad(loss(model(x_adv), y), x_adv)
+            objective = loss(model(x_adv), y)
+            if input_loss is not None:
+                objective = objective + input_loss(x_adv)
+            (g,) = torch.autograd.grad(objective, x_adv)
         x_adv = x_adv.detach() + step_size * g.sign()
         x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0.0, 1.0)
     return x_adv.detach()
