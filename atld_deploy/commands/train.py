@@ -49,6 +49,8 @@ def train(
     )
     t0 = time.perf_counter()
     result = Trainer(cfg, out, resume=resume, overwrite=overwrite, progress=progress).fit()
+    if not result.is_main:
+        return
     typer.echo(
         f"trained {cfg.method} {cfg.arch} on {cfg.dataset} for {result.epochs} epochs in {time.perf_counter() - t0:.0f} s: "
         f"clean {result.clean_acc:.2%}, PGD-20 {result.pgd_acc:.2%} at eps {cfg.eps:.4g} -> {result.path}"

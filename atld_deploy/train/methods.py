@@ -27,10 +27,22 @@ from ..losses import (
 
 @dataclass
 class Nets:
+    """The networks and optimisers. `train_classifier`/`train_discriminator` are what the trained
+    forward passes go through (DDP wrappers when distributed, else the modules themselves); attack and
+    eval-mode passes use the plain modules so DDP sees exactly one backward per training forward."""
+
     classifier: nn.Module
     opt_c: torch.optim.Optimizer
     discriminator: nn.Module | None = None
     opt_d: torch.optim.Optimizer | None = None
+    train_classifier: nn.Module | None = None
+    train_discriminator: nn.Module | None = None
+
+    def __post_init__(self) -> None:
+        if self.train_classifier is None:
+            self.train_classifier = self.classifier
+        if self.train_discriminator is None:
+            self.train_discriminator = self.discriminator
 
 
 StepFn = Callable[[Nets, TrainConfig, torch.Tensor, torch.Tensor, torch.Generator], dict[str, float]]
@@ -61,12 +73,12 @@ def step_atld(nets: Nets, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, ge
     # 3. adversarial logits with the classifier in train mode
     f.train()
     x_adv.requires_grad_(True)
-    z_adv = f(x_adv)
+    z_adv = nets.train_classifier(x_adv)
 
     # 4. discriminator: d_iters updates on detached logits
     for _ in range(cfg.d_iters):
         nets.opt_d.zero_grad(set_to_none=True)
-        loss_d = discriminator_loss(d, z_nat, z_adv.detach(), targets)
+        loss_d = discriminator_loss(nets.train_discriminator, z_nat, z_adv.detach(), targets)
         loss_d.backward()
         nets.opt_d.step()
 
@@ -90,7 +102,7 @@ def step_atld(nets: Nets, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, ge
 
 def step_standard(nets: Nets, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> dict[str, float]:
     nets.classifier.train()
-    loss = F.cross_entropy(nets.classifier(x), y)
+    loss = F.cross_entropy(nets.train_classifier(x), y)
     nets.opt_c.zero_grad(set_to_none=True)
     loss.backward()
     nets.opt_c.step()
@@ -103,7 +115,7 @@ def step_pgd_at(nets: Nets, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, 
     f.eval()
     x_adv = pgd(f, x, y, cfg.eps, cfg.step_size, cfg.pgd_steps, generator=gen)
     f.train()
-    loss = F.cross_entropy(f(x_adv), y)
+    loss = F.cross_entropy(nets.train_classifier(x_adv), y)
     nets.opt_c.zero_grad(set_to_none=True)
     loss.backward()
     nets.opt_c.step()
@@ -118,7 +130,7 @@ def step_fgsm_rs(nets: Nets, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor,
     x0 = (x + delta).clamp(0.0, 1.0).requires_grad_(True)
     (g,) = torch.autograd.grad(F.cross_entropy(f(x0), y), x0)
     x_adv = torch.min(torch.max(x0.detach() + 1.25 * cfg.eps * g.sign(), x - cfg.eps), x + cfg.eps).clamp(0.0, 1.0)
-    loss = F.cross_entropy(f(x_adv), y)
+    loss = F.cross_entropy(nets.train_classifier(x_adv), y)
     nets.opt_c.zero_grad(set_to_none=True)
     loss.backward()
     nets.opt_c.step()
@@ -138,7 +150,7 @@ def step_feature_scattering(nets: Nets, cfg: TrainConfig, x: torch.Tensor, y: to
     (g,) = torch.autograd.grad(ot, x0)
     x_adv = torch.min(torch.max(x0.detach() + cfg.eps * g.sign(), x - cfg.eps), x + cfg.eps).clamp(0.0, 1.0)
     f.train()
-    loss = soft_cross_entropy(f(x_adv), smooth_labels(y, num_classes, cfg.label_smoothing))
+    loss = soft_cross_entropy(nets.train_classifier(x_adv), smooth_labels(y, num_classes, cfg.label_smoothing))
     nets.opt_c.zero_grad(set_to_none=True)
     loss.backward()
     nets.opt_c.step()

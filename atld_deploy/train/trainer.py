@@ -23,6 +23,7 @@ from ..run import (
     CHECKPOINT, CLASSES, CLASSIFIER, CONFIG, DISCRIMINATOR, METRICS, SUMMARY,
     DataShape, build_networks, read_run_meta, run_meta,
 )
+from .distributed import init_distributed, shutdown, wrap
 from .methods import STEPS, Nets
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ class TrainResult:
     seconds: float
     clean_acc: float
     pgd_acc: float
+    is_main: bool = True  # False on the non-zero ranks of a distributed run (they write nothing)
 
 
 def _epoch_generator(cfg: TrainConfig, epoch: int) -> torch.Generator:
@@ -42,20 +44,21 @@ def _epoch_generator(cfg: TrainConfig, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
 
 
-def _prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
+def _run_dir_action(out: Path, resume: bool, overwrite: bool) -> str:
+    """What to do with `out` ("resume" | "replace" | "create"), or a ConfigError; writes nothing."""
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite contradict each other; pick one")
     if out.exists() and any(out.iterdir()):
         if resume:
-            return
+            return "resume"
         if not overwrite:
             raise ConfigError(f"{out} already holds a run; pass --resume to continue it or --overwrite to replace it")
         if not (out / CONFIG).exists():
             raise ConfigError(f"{out} is not empty and not an atld-deploy run; refusing to delete it with --overwrite")
-        shutil.rmtree(out)
-    elif resume:
+        return "replace"
+    if resume:
         raise ConfigError(f"nothing to resume: {out} holds no run")
-    out.mkdir(parents=True, exist_ok=True)
+    return "create"
 
 
 class Trainer:
@@ -64,14 +67,24 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
                  progress: bool = True, data: DataBundle | None = None) -> None:
         self.out = Path(out)
-        _prepare_run_dir(self.out, resume, overwrite)
+        self.dist = init_distributed(cfg.device)
+        # every process decides from the same untouched directory; only rank 0 then changes it
+        self.dist.barrier()
+        action = _run_dir_action(self.out, resume, overwrite)
+        self.dist.barrier()
+        if self.dist.is_main:
+            if action == "replace":
+                shutil.rmtree(self.out)
+            self.out.mkdir(parents=True, exist_ok=True)
         if resume:
             stored, _, _ = read_run_meta(self.out)
             # only the length of a run may change on resume; everything else is the stored run's
             cfg = stored.replace(epochs=cfg.epochs) if cfg.epochs > stored.epochs else stored
+            if cfg != stored and self.dist.is_main:
+                write_json_atomic(self.out / CONFIG, run_meta(cfg, read_run_meta(self.out)[2]))
         self.cfg = cfg
         self.progress = progress
-        self.device = torch.device(cfg.device)
+        self.device = torch.device(f"cuda:{self.dist.local_rank}" if self.dist.enabled and cfg.device == "cuda" else cfg.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(f"--device {cfg.device} asked for, but torch sees no CUDA GPU; use --device cpu")
         self.data = data or load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.image_size)
@@ -85,14 +98,16 @@ class Trainer:
         if disc is not None:
             disc.to(self.device)
             opt_d = torch.optim.SGD(disc.parameters(), lr=cfg.d_lr, momentum=cfg.d_momentum, weight_decay=cfg.d_weight_decay)
-        self.nets = Nets(classifier, opt_c, disc, opt_d)
+        self.nets = Nets(classifier, opt_c, disc, opt_d, wrap(classifier, self.dist, self.device),
+                         wrap(disc, self.dist, self.device) if disc is not None else None)
         self.sched = torch.optim.lr_scheduler.MultiStepLR(opt_c, list(cfg.lr_milestones), cfg.lr_gamma)
         self.start_epoch = 0
         if resume:
             self._load_checkpoint()
-        else:
+        elif self.dist.is_main:
             write_json_atomic(self.out / CONFIG, run_meta(cfg, self.shape))
             write_json_atomic(self.out / CLASSES, list(self.data.classes))
+        self.dist.barrier()
 
     # ------------------------------------------------------------------------------------ checkpoints
     def _state(self, epoch: int) -> dict[str, Any]:
@@ -144,7 +159,7 @@ class Trainer:
             raise CheckpointError(f"{path} is corrupt or from another configuration ({reason}); start again with --overwrite") from e
         # drop metrics of epochs the checkpoint does not contain (killed between the two writes)
         metrics = self.out / METRICS
-        if metrics.exists():
+        if metrics.exists() and self.dist.is_main:
             kept = [l for l in metrics.read_text().splitlines() if l.strip() and json.loads(l)["epoch"] < self.start_epoch]
             write_bytes_atomic(metrics, "".join(l + "\n" for l in kept).encode())
         log.info("resuming %s at epoch %d", self.out, self.start_epoch + 1)
@@ -182,9 +197,10 @@ class Trainer:
             sums: dict[str, float] = {}
             t0 = time.perf_counter()
             bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
-                       disable=not self.progress, file=sys.stderr)
+                       disable=not (self.progress and self.dist.is_main), file=sys.stderr)
             seen = 0
-            for idx in bar:
+            for global_idx in bar:
+                idx = self.dist.shard(global_idx)
                 x, y = train.batch(idx)
                 x = augment_batch(x, self.data.augment, gen).to(self.device)
                 if cfg.channels_last:
@@ -197,22 +213,33 @@ class Trainer:
                 bar.set_postfix({"img/s": f"{seen / (time.perf_counter() - t0):.0f}", **{k: f"{v:.3f}" for k, v in terms.items()}})
             self.sched.step()
             train_s = time.perf_counter() - t0
+            keys = sorted(sums)
+            totals = self.dist.sum_(torch.tensor([sums[k] for k in keys] + [float(seen)], dtype=torch.float64))
+            means, seen = {k: (totals[i] / totals[-1]).item() for i, k in enumerate(keys)}, int(totals[-1])
+            if not self.dist.is_main:
+                self.dist.barrier()  # rank 0 evaluates and writes; the others wait for the checkpoint
+                continue
             clean, robust = self.evaluate()
-            record = {"epoch": epoch, **{k: v / seen for k, v in sums.items()}, "clean_acc": clean,
-                      "pgd20_acc": robust, "lr": self.nets.opt_c.param_groups[0]["lr"], "seconds": train_s,
-                      "images_per_s": seen / train_s}
+            record = {"epoch": epoch, **means, "clean_acc": clean, "pgd20_acc": robust,
+                      "lr": self.nets.opt_c.param_groups[0]["lr"], "seconds": train_s,
+                      "images_per_s": seen / train_s, "processes": self.dist.world}
             with open(self.out / METRICS, "a") as f:
                 f.write(json.dumps(record) + "\n")
                 f.flush()
             self._save(epoch)
+            self.dist.barrier()
             if self.progress:
                 print(f"epoch {epoch + 1}/{cfg.epochs}: loss {record.get('loss', 0):.4f}  clean {clean:.2%}  "
                       f"PGD-20 {robust:.2%} (eps {cfg.eps:.4g}, n={min(cfg.eval_pgd_n, len(self.data.test))})  "
                       f"{seen / train_s:.0f} img/s", file=sys.stderr)
         seconds = time.perf_counter() - t_start
+        if not self.dist.is_main:
+            shutdown(self.dist)
+            return TrainResult(self.out, cfg.epochs, seconds, float("nan"), float("nan"), is_main=False)
         if clean != clean:  # nothing left to train (resumed a finished run): report the stored weights
             clean, robust = self.evaluate()
         summary = {"epochs": cfg.epochs, "seconds_this_session": seconds, "clean_acc": clean, "pgd20_acc": robust,
                    "eps": cfg.eps, "method": cfg.method, "arch": cfg.arch, "dataset": cfg.dataset}
         write_json_atomic(self.out / SUMMARY, summary)
+        shutdown(self.dist)
         return TrainResult(self.out, cfg.epochs, seconds, clean, robust)
