@@ -1,0 +1,163 @@
+"""End-to-end export of the tiny ATLD run (one export per session, through the CLI with --trt)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from atld_deploy.cli import main
+from atld_deploy.errors import ExportError
+from atld_deploy.export import Manifest, tensorrt_status, verify_artifacts
+from atld_deploy.export.manifest import MANIFEST, PARITY, RUN_DIR
+from atld_deploy.imt import IMTPipeline
+from atld_deploy.run import load_run
+
+PARITY_ARGS = ["--parity-real", "96", "--parity-random", "16"]
+
+
+@pytest.fixture(scope="session")
+def exported(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, str]:
+    """`atld-deploy export RUN --out ART --trt`: returns (ART, exit code, stderr). Without TensorRT the export
+    must still write and verify the ONNX artifacts and then exit non-zero."""
+    art = tmp_path_factory.mktemp("art") / "art"
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = main(["export", str(tiny_run), "--out", str(art), "--trt", "--max-batch", "64", *PARITY_ARGS])
+    return art, rc, err.getvalue()
+
+
+def test_export_writes_every_file_and_passes(exported: tuple[Path, int, str]) -> None:
+    art = exported[0]
+    m = Manifest.load(art)  # checks every SHA-256
+    assert set(m.graphs) == {"classifier", "discriminator", "pipeline"}
+    assert m.verified is True
+    assert m.imt == {"mode": "plus", "eps": 0.2, "band": [0.3, 0.7], "factor": 0.5}
+    assert [t.name for t in m.graphs["pipeline"].outputs] == ["logits", "p_natural"]
+    assert m.graphs["pipeline"].inputs[0].shape == ["batch", 1, 8, 8]
+    for name in ("config.json", "classes.json", "classifier.safetensors", "discriminator.safetensors"):
+        assert (art / RUN_DIR / name).is_file()
+    report = json.loads((art / PARITY).read_text())
+    assert report["passed"] is True and report["inputs"]["real"] == 96
+    pipe = next(e for e in report["entries"] if e["graph"] == "pipeline")
+    assert pipe["label_agreement"] >= 0.999 and pipe["sign_agreement"] >= 0.999
+    import onnx
+
+    model = onnx.load(str(art / "pipeline.onnx"))
+    props = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(props["atld.imt"]) == m.imt and json.loads(props["atld.classes"]) == m.classes
+    assert props["atld.graph"] == "pipeline"
+    assert not any(n.op_type == "ConvTranspose" for n in model.graph.node)  # rewritten to Conv(+DepthToSpace)
+
+
+@pytest.mark.parametrize("batch", [1, 3, 64])
+def test_one_file_serves_every_batch_size(exported: tuple[Path, int, str], tiny_run: Path, batch: int) -> None:
+    import onnxruntime as ort
+
+    art = exported[0]
+    run = load_run(tiny_run)
+    pipe = IMTPipeline(run.classifier, run.discriminator, run.imt_config())
+    sess = ort.InferenceSession(str(art / "pipeline.onnx"), providers=["CPUExecutionProvider"])
+    x = torch.rand(batch, 1, 8, 8, generator=torch.Generator().manual_seed(batch))
+    logits, p = sess.run(None, {"images": x.numpy()})
+    ref_logits, ref_p, _ = pipe(x)
+    assert logits.shape == (batch, 10) and p.shape == (batch,)
+    assert np.abs(logits - ref_logits.detach().numpy()).max() <= 1e-3 * max(1.0, float(ref_logits.abs().max()))
+    assert (logits.argmax(1) == ref_logits.argmax(1).numpy()).all()
+    assert np.abs(p - ref_p.detach().numpy()).max() < 1e-4
+
+
+def test_tampered_onnx_is_a_hash_mismatch(exported: tuple[Path, int, str], tmp_path: Path) -> None:
+    art = tmp_path / "art"
+    shutil.copytree(exported[0], art)
+    data = bytearray((art / "pipeline.onnx").read_bytes())
+    data[-10] ^= 0xFF
+    (art / "pipeline.onnx").write_bytes(bytes(data))
+    with pytest.raises(ExportError, match=r"pipeline\.onnx has SHA-256 .* re-export with `atld-deploy export RUN --out ART`"):
+        Manifest.load(art)
+    assert main(["verify", str(art)]) == 2
+
+
+def test_trt_without_tensorrt_is_clear_and_keeps_onnx(exported: tuple[Path, int, str], capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tensorrt_status()
+    if not missing:
+        pytest.skip("TensorRT and a CUDA GPU are present; the engine path is tested by test_export_tensorrt.py")
+    art, rc, err = exported
+    assert rc == 2
+    assert f"--trt: {missing}" in err
+    assert f"The ONNX artifacts in {art} were written and verified" in err
+    m = Manifest.load(art)
+    assert m.verified and not m.engines
+
+
+def test_verify_cli_rechecks(exported: tuple[Path, int, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    art = tmp_path / "art"
+    shutil.copytree(exported[0], art)
+    (art / PARITY).unlink()
+    assert main(["verify", str(art), "--parity-real", "32", "--parity-random", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "pipeline" in out and "PASS" in out and "FAIL" not in out
+    assert json.loads((art / PARITY).read_text())["passed"] is True
+    assert main(["verify", str(art), "--backend", "tensorrt"]) == (2 if tensorrt_status() else 0)
+
+
+def test_interrupted_export_leaves_previous_artifacts(exported: tuple[Path, int, str], tiny_run: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import atld_deploy.export.exporter as exporter
+
+    art = tmp_path / "art"
+    shutil.copytree(exported[0], art)
+    before = {p.name: p.read_bytes() for p in art.iterdir() if p.is_file()}
+    real = exporter.export_onnx
+    calls = []
+
+    def interrupted(*args: object, **kw: object) -> None:
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # mid-write: classifier.onnx is already in the temp dir
+        real(*args, **kw)
+
+    monkeypatch.setattr(exporter, "export_onnx", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        exporter.export_run(tiny_run, art, skip_parity=True)
+    assert {p.name: p.read_bytes() for p in art.iterdir() if p.is_file()} == before
+    Manifest.load(art)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]  # no temp dir left behind
+
+
+def test_op_outside_tensorrt_list_refuses_export(tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from atld_deploy.export import checks
+
+    data = dict(checks.trt_support())
+    data["ops"] = [op for op in data["ops"] if op != "Conv"]
+    monkeypatch.setattr(checks, "trt_support", lambda: data)
+    with pytest.raises(ExportError, match=r"classifier \(classifier\.onnx\): node '.*' \(op Conv\) is not in TensorRT's ONNX-parser support list"):
+        from atld_deploy.export import export_run
+
+        export_run(tiny_run, tmp_path / "art", skip_parity=True)
+    assert not (tmp_path / "art").exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_baseline_run_is_refused(tiny_standard_run: Path, tmp_path: Path) -> None:
+    assert main(["export", str(tiny_standard_run), "--out", str(tmp_path / "a")]) == 2
+    assert not (tmp_path / "a").exists()
+
+
+def test_existing_non_artifact_out_is_not_replaced(exported: tuple[Path, int, str], tmp_path: Path) -> None:
+    from atld_deploy.export.exporter import _swap_in
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    new = tmp_path / "new"
+    shutil.copytree(exported[0], new)
+    with pytest.raises(ExportError, match="is not an atld-deploy artifact directory"):
+        _swap_in(new, out)
+    assert (out / "notes.txt").read_text() == "keep me" and not (out / MANIFEST).exists()
