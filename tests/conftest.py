@@ -30,3 +30,13 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_standard_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real standard (non-robust) run, same architecture, no discriminator."""
     return _train_tiny(tmp_path_factory.mktemp("runs"), "standard")
+
+
+@pytest.fixture(scope="session")
+def tiny_artifacts(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`atld-deploy export` of `tiny_run`: classifier, discriminator and IMT pipeline graphs, verified."""
+    from atld_deploy.export import export_run
+
+    art = tmp_path_factory.mktemp("art") / "art"
+    export_run(tiny_run, art)
+    return art
