@@ -145,8 +145,15 @@ def test_op_outside_tensorrt_list_refuses_export(tiny_run: Path, tmp_path: Path,
     assert list(tmp_path.iterdir()) == []
 
 
-def test_baseline_run_is_refused(tiny_standard_run: Path, tmp_path: Path) -> None:
-    assert main(["export", str(tiny_standard_run), "--out", str(tmp_path / "a")]) == 2
+def test_baseline_run_is_refused(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The same run relabelled as a standard (no discriminator) run: cheaper than training a baseline.
+    run = tmp_path / "standard"
+    shutil.copytree(tiny_run, run)
+    meta = json.loads((run / "config.json").read_text())
+    meta["config"]["method"] = "standard"
+    (run / "config.json").write_text(json.dumps(meta))
+    assert main(["export", str(run), "--out", str(tmp_path / "a")]) == 2
+    assert "has no discriminator" in capsys.readouterr().err
     assert not (tmp_path / "a").exists()
 
 
