@@ -1,0 +1,92 @@
+"""`atld-deploy infer` (a folder of images -> predictions file) and `atld-deploy bench` (backend speed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..cli_app import app
+
+EXIT_SOME_UNREADABLE = 3
+
+
+def _int_list(text: str, what: str) -> list[int]:
+    from ..errors import ConfigError
+
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError as e:
+        raise ConfigError(f"{what} must be comma-separated integers like 1,8,64, got {text!r}") from e
+    if not values or any(v < 1 for v in values):
+        raise ConfigError(f"{what} must be positive integers like 1,8,64, got {text!r}")
+    return values
+
+
+@app.command()
+def infer(
+    images: Path = typer.Argument(..., help="Folder of images, walked recursively in sorted order (every non-hidden file)."),
+    artifacts: Path = typer.Option(..., "--artifacts", "-a", help="Artifact directory written by `atld-deploy export`."),
+    output: Path = typer.Option(..., "--output", "-o", help="Predictions file: .jsonl or .csv (one line per file)."),
+    backend: str = typer.Option("auto", help="auto | tensorrt | onnxruntime | torch"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    batch_size: int = typer.Option(64, help="Images per inference call."),
+    imt: bool = typer.Option(True, "--imt/--no-imt", help="--no-imt: the classifier graph alone (no IMT step, no p_natural)."),
+    workers: Optional[int] = typer.Option(None, help="Decoder threads (default: CPU count, at most 8)."),
+    resume: bool = typer.Option(False, help="Append to --output, skipping files it already lists."),
+    overwrite: bool = typer.Option(False, help="Replace an existing --output."),
+    progress: bool = typer.Option(True, help="Show a progress bar on stderr."),
+) -> None:
+    """Classify every file under IMAGES; exit 0 if all were classified, 3 if some could not be read."""
+    from tqdm import tqdm
+
+    from ..runtime import Classifier, infer_folder
+
+    clf = Classifier.load(artifacts, backend=backend, device=device, imt=imt, batch_size=batch_size)
+    typer.echo(f"infer: {clf.runner.describe()} running {clf.graph!r} of {artifacts}", err=True)
+    bar = tqdm(unit="img", desc="infer", disable=not progress, dynamic_ncols=True, smoothing=0.1)
+    try:
+        summary = infer_folder(images, output=output, batch_size=batch_size, workers=workers, resume=resume,
+                               overwrite=overwrite, classifier=clf, progress=bar.update)
+    finally:
+        bar.close()
+        clf.close()
+    typer.echo(summary.line())
+    if not summary.all_classified:
+        raise typer.Exit(EXIT_SOME_UNREADABLE)
+
+
+@app.command()
+def bench(
+    artifacts: Path = typer.Argument(..., help="Artifact directory written by `atld-deploy export`."),
+    backends: str = typer.Option("all", help="Comma-separated: tensorrt,onnxruntime,torch, or all (every available one)."),
+    batch_sizes: str = typer.Option("1,8,64", help="Comma-separated batch sizes."),
+    iters: int = typer.Option(20, help="Timed calls per backend, graph and batch size (after 3 warm-up calls)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the figures to this JSON file."),
+) -> None:
+    """Throughput (images/s) and latency (p50/p95 ms per batch) of each backend, classifier and IMT pipeline."""
+    import platform
+
+    from ..io import write_json_atomic
+    from ..runtime.bench import format_table, run_bench
+
+    sizes = _int_list(batch_sizes, "--batch-sizes")
+    names = [b.strip() for b in backends.split(",") if b.strip()]
+    rows, unavailable = run_bench(artifacts, backends=names, batch_sizes=sizes, iters=iters, device=device,
+                                  on_row=lambda r: typer.echo(f"  {r.backend} {r.graph} b{r.batch_size}: "
+                                                              f"{r.images_per_s:.0f} images/s", err=True))
+    typer.echo(format_table(rows))
+    for what, why in unavailable.items():
+        typer.echo(f"not measured: {what}: {why}")
+    if json_out is not None:
+        write_json_atomic(json_out, {
+            "artifacts": str(artifacts), "machine": platform.platform(), "processor": platform.processor(),
+            "rows": [r.to_dict() for r in rows], "unavailable": unavailable,
+        })
+        typer.echo(f"wrote {json_out}")
+    if not rows:
+        from ..errors import EngineError
+
+        raise EngineError(f"no backend could be measured: {unavailable}")

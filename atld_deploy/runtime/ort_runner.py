@@ -1,0 +1,119 @@
+"""ONNX Runtime backend: CPU provider, or the CUDA provider with IOBinding so GPU tensors never visit the host.
+
+`onnxruntime` (extra `cpu`) and `onnxruntime-gpu` (extra `gpu`) install the same module; install exactly one.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import EngineError
+from ..export.manifest import TensorSpec
+from .runner import Array, Runner, batch_shape
+
+log = logging.getLogger(__name__)
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+GPU_INSTALL = "pip install 'atld-deploy[gpu]' (after `pip uninstall onnxruntime`)"
+
+
+def available_providers() -> list[str] | None:
+    """ONNX Runtime's providers on this machine, or None when onnxruntime is not installed."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    return list(ort.get_available_providers())
+
+
+class OnnxRuntimeRunner(Runner):
+    """Runs one `.onnx` graph with ONNX Runtime on `device` ("cpu" or "cuda")."""
+
+    backend = "onnxruntime"
+
+    def __init__(
+        self,
+        path: Path,
+        inputs: Sequence[TensorSpec],
+        outputs: Sequence[TensorSpec],
+        *,
+        device: str = "cpu",
+        threads: int = 0,
+    ) -> None:
+        super().__init__(inputs, outputs, device=device)
+        if device not in PROVIDERS:
+            raise EngineError(f"onnxruntime device must be one of {sorted(PROVIDERS)}, got {device!r}")
+        self.path = Path(path)
+        self.threads = threads  # 0: ONNX Runtime's default (one per physical core)
+        self._session: Any = None
+
+    def _open(self) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise EngineError("onnxruntime is not installed: pip install 'atld-deploy[cpu]' (or [gpu])") from e
+        provider = PROVIDERS[self.device]
+        if provider not in ort.get_available_providers():
+            raise EngineError(
+                f"ONNX Runtime has no {provider} here (it has {ort.get_available_providers()}); "
+                + (f"for the GPU: {GPU_INSTALL}" if self.device == "cuda" else "reinstall onnxruntime")
+            )
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.threads
+        opts.log_severity_level = 3
+        providers = [provider] if self.device == "cpu" else [provider, PROVIDERS["cpu"]]
+        try:
+            self._session = ort.InferenceSession(str(self.path), opts, providers=providers)
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own Fail/InvalidGraph/... types
+            raise EngineError(f"ONNX Runtime cannot load {self.path}: {str(e).splitlines()[0]}") from e
+        if provider not in self._session.get_providers():
+            raise EngineError(f"ONNX Runtime fell back from {provider} for {self.path}; check the CUDA/cuDNN install")
+
+    def describe(self) -> str:
+        return f"onnxruntime ({PROVIDERS[self.device]})"
+
+    def _infer(self, feeds: Mapping[str, Array], batch: int) -> dict[str, Array]:
+        if self.device == "cuda":
+            return self._infer_iobinding(feeds, batch)
+        host = {k: (v if isinstance(v, np.ndarray) else v.detach().cpu().numpy()) for k, v in feeds.items()}
+        names = [t.name for t in self.outputs]
+        try:
+            values = self._session.run(names, host)
+        except Exception as e:  # noqa: BLE001
+            raise EngineError(f"ONNX Runtime failed on {self.path}: {str(e).splitlines()[0]}") from e
+        return dict(zip(names, values))
+
+    def _infer_iobinding(self, feeds: Mapping[str, Array], batch: int) -> dict[str, Array]:
+        """Bind torch CUDA tensors as inputs and preallocated torch CUDA tensors as outputs (no host copies)."""
+        import torch
+
+        device = torch.device("cuda", torch.cuda.current_device())
+        binding = self._session.io_binding()
+        keep: list[Any] = []  # keep bound tensors alive until the run returns
+        for spec in self.inputs:
+            x = feeds[spec.name]
+            if isinstance(x, np.ndarray):
+                x = torch.from_numpy(x)
+            x = x.to(device).contiguous()
+            keep.append(x)
+            binding.bind_input(spec.name, "cuda", device.index, np.dtype(spec.dtype), tuple(x.shape), x.data_ptr())
+        out: dict[str, Any] = {}
+        for spec in self.outputs:
+            y = torch.empty(batch_shape(spec, batch), dtype=getattr(torch, spec.dtype), device=device)
+            binding.bind_output(spec.name, "cuda", device.index, np.dtype(spec.dtype), tuple(y.shape), y.data_ptr())
+            out[spec.name] = y
+        torch.cuda.current_stream(device).synchronize()  # inputs written by torch's stream must be ready
+        try:
+            self._session.run_with_iobinding(binding)
+        except Exception as e:  # noqa: BLE001
+            raise EngineError(f"ONNX Runtime (CUDA) failed on {self.path}: {str(e).splitlines()[0]}") from e
+        binding.synchronize_outputs()
+        del keep
+        return out
+
+    def _close(self) -> None:
+        self._session = None

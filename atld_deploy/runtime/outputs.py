@@ -1,0 +1,157 @@
+"""Prediction files written by `infer`: JSON Lines or CSV (by extension), one line per input file.
+
+    {"path": "a/b.png", "label": 3, "class": "3", "confidence": 0.98, "p_natural": 0.91}
+    {"path": "broken.jpg", "error": "cannot decode image (...)"}
+
+Lines are appended and flushed batch by batch, so a killed run leaves complete lines plus at most one partial
+last line; `read_done` (used by `--resume`) drops that partial line and returns the paths already written.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Protocol
+
+from ..errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+CSV_FIELDS = ("path", "label", "class", "confidence", "p_natural", "error")
+FORMATS = {".jsonl": "jsonl", ".csv": "csv"}
+
+
+def output_format(path: Path) -> str:
+    """`jsonl` or `csv` from the output file's extension.
+
+    Raises:
+        ConfigError: any other extension.
+    """
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ConfigError(f"--output must end in .jsonl or .csv, got {path.name!r}")
+    return fmt
+
+
+class Writer(Protocol):
+    def write(self, records: Iterable[dict[str, Any]]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _LineWriter:
+    """Appends records as complete lines; each `write` is one flushed write of whole lines."""
+
+    def __init__(self, path: Path, fmt: str, fresh: bool) -> None:
+        self.fmt = fmt
+        self._f = open(path, "w" if fresh else "a", encoding="utf-8", errors="surrogateescape", newline="")
+        if fmt == "csv" and (fresh or path.stat().st_size == 0):
+            self._f.write(",".join(CSV_FIELDS) + "\n")
+            self._f.flush()
+
+    def _format(self, records: Iterable[dict[str, Any]]) -> str:
+        if self.fmt == "jsonl":
+            return "".join(json.dumps(r) + "\n" for r in records)  # ASCII-escaped: any filename round-trips
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, CSV_FIELDS, lineterminator="\n")
+        w.writerows({k: ("" if r.get(k) is None else r[k]) for k in CSV_FIELDS} for r in records)
+        return buf.getvalue()
+
+    def write(self, records: Iterable[dict[str, Any]]) -> None:
+        self._f.write(self._format(records))
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def open_writer(path: Path, fresh: bool) -> Writer:
+    """A writer appending to `path` (`fresh`: truncate first)."""
+    return _LineWriter(path, output_format(path), fresh)
+
+
+@dataclass
+class Done:
+    """What an existing output file already holds."""
+
+    paths: set[str] = field(default_factory=set)
+    classified: int = 0
+    unreadable: int = 0
+    dropped_partial: bool = False
+
+
+def _truncate_partial(path: Path) -> bool:
+    """Cut a trailing partial line (a run killed mid-write) off `path`; True if one was dropped."""
+    size = path.stat().st_size
+    if size == 0:
+        return False
+    with open(path, "rb+") as f:
+        # scan back from the end for the last newline, 64 KiB at a time
+        pos = size
+        while pos > 0:
+            start = max(0, pos - 65536)
+            f.seek(start)
+            chunk = f.read(pos - start)
+            i = chunk.rfind(b"\n")
+            if i >= 0:
+                cut = start + i + 1
+                break
+            pos = start
+        else:
+            cut = 0
+        if cut == size:
+            return False
+        f.truncate(cut)
+        os.fsync(f.fileno())
+    return True
+
+
+def read_done(path: Path) -> Done:
+    """Paths already in the output file `path` (for --resume), after dropping a partial last line.
+
+    Raises:
+        DataError: a complete line that is not a prediction record (the file is not ours).
+    """
+    fmt = output_format(path)
+    done = Done()
+    if not path.exists():
+        return done
+    done.dropped_partial = _truncate_partial(path)
+    if done.dropped_partial:
+        log.warning("%s ended with a partial line (an interrupted run); dropped it", path)
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
+        if fmt == "jsonl":
+            rows: Iterable[dict[str, Any]] = (_parse_json_line(path, n, line) for n, line in enumerate(f, 1))
+        else:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is not None and tuple(reader.fieldnames) != CSV_FIELDS:
+                raise DataError(f"{path} has columns {reader.fieldnames}, expected {list(CSV_FIELDS)}; "
+                                f"it is not an atld-deploy predictions file: choose another --output")
+            rows = reader
+        for row in rows:
+            if row is None:
+                continue
+            done.paths.add(row["path"])
+            if row.get("error"):
+                done.unreadable += 1
+            else:
+                done.classified += 1
+    return done
+
+
+def _parse_json_line(path: Path, n: int, line: str) -> dict[str, Any] | None:
+    if not line.strip():
+        return None
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path} line {n} is not JSON ({e}); it is not an atld-deploy predictions file: "
+                        f"choose another --output") from e
+    if not isinstance(row, dict) or "path" not in row:
+        raise DataError(f"{path} line {n} has no 'path'; it is not an atld-deploy predictions file")
+    return row
