@@ -42,7 +42,7 @@ class Outcome:
 
     @property
     def accuracy(self) -> float:
-        return float(self.correct.float().mean()) if len(self.correct) else float("nan")
+        return int(self.correct.sum()) / len(self.correct) if len(self.correct) else float("nan")
 
 
 @dataclass
