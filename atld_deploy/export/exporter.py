@@ -28,7 +28,7 @@ from ..io import sha256_file
 from ..run import CLASSES, CLASSIFIER, CONFIG, DISCRIMINATOR, Run, load_run
 from .checks import check_graph
 from .manifest import BATCH, FORMAT_VERSION, MANIFEST, RUN_DIR, EngineEntry, GraphEntry, Manifest, TensorSpec, input_spec
-from .rewrite import rewrite_conv_transpose
+from .rewrite import REWRITES, optimize_graph
 from .trace import ClassifierFunction, DiscriminatorFunction, PipelineFunction, export_onnx
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def _provenance(run: Run, cfg: IMTConfig, opset: int, rewrites: bool) -> tuple[d
     producer = {
         "atld_deploy": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
         "onnxruntime": onnxruntime.__version__, "opset": opset,
-        "rewrites": ["ConvTranspose->Conv(+DepthToSpace)"] if rewrites else [],
+        "rewrites": list(REWRITES) if rewrites else [],
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     run_info = {"method": run.config.method, "arch": run.config.arch, "dataset": run.config.dataset, "eps": run.config.eps}
@@ -112,7 +112,7 @@ def _finish_graph(tmp: Path, key: str, path: Path, emit_transformed: bool, meta:
 
     model = onnx.load(str(path))
     if rewrite:
-        rewrite_conv_transpose(model)
+        log.debug("%s: %s", key, ", ".join(optimize_graph(model)))
     if key.startswith("pipeline") and not emit_transformed:
         # images_imt stays an internal tensor (parity exposes it); consumers see only logits, p_natural.
         keep = [o for o in model.graph.output if o.name != "images_imt"]
