@@ -59,6 +59,9 @@ class FolderSummary:
         """True when no line of the output (old or new) is an error line."""
         return self.unreadable == 0 and self.previous_unreadable == 0
 
+    def __str__(self) -> str:
+        return self.line()
+
     def line(self) -> str:
         """The one-line summary the CLI prints."""
         parts = [f"{self.classified} classified", f"{self.unreadable} unreadable"]
