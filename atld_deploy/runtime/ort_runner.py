@@ -44,6 +44,7 @@ class OnnxRuntimeRunner(Runner):
         device: str = "cpu",
         threads: int = 0,
         spin: bool = False,
+        iobinding: bool | None = None,
     ) -> None:
         super().__init__(inputs, outputs, device=device)
         if device not in PROVIDERS:
@@ -53,6 +54,7 @@ class OnnxRuntimeRunner(Runner):
         # Idle intra-op threads spin by default, burning the cores that decoder threads (and other processes)
         # need; measured on the 2-core box: no spinning was faster for raw batches too.
         self.spin = spin
+        self.iobinding = device == "cuda" if iobinding is None else iobinding  # always on cuda
         self._session: Any = None
 
     def _open(self) -> None:
@@ -82,7 +84,7 @@ class OnnxRuntimeRunner(Runner):
         return f"onnxruntime ({PROVIDERS[self.device]})"
 
     def _infer(self, feeds: Mapping[str, Array], batch: int) -> dict[str, Array]:
-        if self.device == "cuda":
+        if self.iobinding:
             return self._infer_iobinding(feeds, batch)
         host = {k: (v if isinstance(v, np.ndarray) else v.detach().cpu().numpy()) for k, v in feeds.items()}
         names = [t.name for t in self.outputs]
@@ -93,10 +95,18 @@ class OnnxRuntimeRunner(Runner):
         return dict(zip(names, values))
 
     def _infer_iobinding(self, feeds: Mapping[str, Array], batch: int) -> dict[str, Array]:
-        """Bind torch CUDA tensors as inputs and preallocated torch CUDA tensors as outputs (no host copies)."""
+        """Bind torch tensors on the runner's device as inputs and preallocated ones as outputs (no copies).
+
+        On cuda this is what keeps GPU tensors on the GPU; on cpu it is the same code path (used by tests).
+        Outputs are sized from the actual batch, never from a maximum.
+        """
         import torch
 
-        device = torch.device("cuda", torch.cuda.current_device())
+        if self.device == "cuda":
+            device = torch.device("cuda", torch.cuda.current_device())
+            ort_device, index = "cuda", int(device.index or 0)
+        else:
+            device, ort_device, index = torch.device("cpu"), "cpu", 0
         binding = self._session.io_binding()
         keep: list[Any] = []  # keep bound tensors alive until the run returns
         for spec in self.inputs:
@@ -105,20 +115,21 @@ class OnnxRuntimeRunner(Runner):
                 x = torch.from_numpy(x)
             x = x.to(device).contiguous()
             keep.append(x)
-            binding.bind_input(spec.name, "cuda", device.index, np.dtype(spec.dtype), tuple(x.shape), x.data_ptr())
+            binding.bind_input(spec.name, ort_device, index, np.dtype(spec.dtype).type, tuple(x.shape), x.data_ptr())
         out: dict[str, Any] = {}
         for spec in self.outputs:
             y = torch.empty(batch_shape(spec, batch), dtype=getattr(torch, spec.dtype), device=device)
-            binding.bind_output(spec.name, "cuda", device.index, np.dtype(spec.dtype), tuple(y.shape), y.data_ptr())
+            binding.bind_output(spec.name, ort_device, index, np.dtype(spec.dtype).type, tuple(y.shape), y.data_ptr())
             out[spec.name] = y
-        torch.cuda.current_stream(device).synchronize()  # inputs written by torch's stream must be ready
+        if self.device == "cuda":
+            torch.cuda.current_stream(device).synchronize()  # inputs written on torch's stream must be ready
         try:
             self._session.run_with_iobinding(binding)
         except Exception as e:  # noqa: BLE001
-            raise EngineError(f"ONNX Runtime (CUDA) failed on {self.path}: {str(e).splitlines()[0]}") from e
+            raise EngineError(f"ONNX Runtime ({ort_device}, IOBinding) failed on {self.path}: {str(e).splitlines()[0]}") from e
         binding.synchronize_outputs()
         del keep
-        return out
+        return out if self.device == "cuda" else {k: v.numpy() for k, v in out.items()}
 
     def _close(self) -> None:
         self._session = None

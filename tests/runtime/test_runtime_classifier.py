@@ -124,3 +124,17 @@ def test_closed_runner_refuses(tiny_artifacts: Path) -> None:
     clf.close()
     with pytest.raises(EngineError, match="not open"):
         clf.predict(np.zeros((1, 8, 8, 1), np.uint8))
+
+
+def test_iobinding_path_gives_the_same_outputs(ort: Classifier) -> None:
+    """The IOBinding code the CUDA provider uses, run on the CPU device (real ONNX Runtime, bound torch buffers)."""
+    from atld_deploy.runtime.ort_runner import OnnxRuntimeRunner
+
+    r = ort.runner
+    assert isinstance(r, OnnxRuntimeRunner)
+    bound = OnnxRuntimeRunner(r.path, r.inputs, r.outputs, device="cpu", iobinding=True).open()
+    x = np.random.default_rng(1).random((5, 1, 8, 8), dtype=np.float32)
+    a, b = r.infer({"images": x}), bound.infer({"images": torch.from_numpy(x)})
+    assert a.keys() == b.keys() and b["logits"].shape == (5, 10) and b["p_natural"].shape == (5,)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])

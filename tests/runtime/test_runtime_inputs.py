@@ -54,3 +54,15 @@ def test_list_of_arrays_is_stacked() -> None:
 def test_bad_input_is_one_data_error_naming_what_was_expected(images: object, match: str) -> None:
     with pytest.raises(DataError, match=match):
         as_batch(images, channels=1, size=8)
+
+
+def test_runtime_imports_neither_training_code_nor_heavy_backends() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, atld_deploy.runtime as r; r.Classifier, r.infer_folder, r.run_bench; "
+        "print(sorted(m for m in ('atld_deploy.train', 'onnxruntime', 'tensorrt') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
