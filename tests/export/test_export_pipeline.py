@@ -53,7 +53,13 @@ def test_export_writes_every_file_and_passes(exported: tuple[Path, int, str]) ->
     props = {p.key: p.value for p in model.metadata_props}
     assert json.loads(props["atld.imt"]) == m.imt and json.loads(props["atld.classes"]) == m.classes
     assert props["atld.graph"] == "pipeline"
-    assert not any(n.op_type == "ConvTranspose" for n in model.graph.node)  # rewritten to Conv(+DepthToSpace)
+    # Transposed convolutions are rewritten to Conv(+DepthToSpace) except where kernel < stride (1x1 stride 2).
+    for n in model.graph.node:
+        if n.op_type == "ConvTranspose":
+            a = {x.name: onnx.helper.get_attribute_value(x) for x in n.attribute}
+            assert a["kernel_shape"][0] < a["strides"][0], n.name
+    assert any(n.op_type == "DepthToSpace" for n in model.graph.node)
+    assert not any(n.op_type == "LessOrEqual" for n in model.graph.node)  # ReLU-backward masks are Mul now
 
 
 @pytest.mark.parametrize("batch", [1, 3, 64])
