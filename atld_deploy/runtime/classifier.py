@@ -50,8 +50,8 @@ class Prediction:
 
     def records(self) -> list[dict[str, Any]]:
         """One plain dict per image: label, class, confidence, p_natural (JSON-ready floats and ints)."""
-        labels, conf = _host(self.labels), _host(self.confidence)
-        p = _host(self.p_natural) if self.p_natural is not None else None
+        labels, conf = to_host(self.labels), to_host(self.confidence)
+        p = to_host(self.p_natural) if self.p_natural is not None else None
         return [
             {
                 "label": int(labels[i]),
@@ -63,7 +63,7 @@ class Prediction:
         ]
 
 
-def _host(a: Array) -> np.ndarray:
+def to_host(a: Array) -> np.ndarray:
     return a if isinstance(a, np.ndarray) else a.detach().cpu().numpy()
 
 
@@ -74,7 +74,7 @@ def _to_like(a: Array, like_torch: bool, device: Any) -> Array:
 
         t = torch.from_numpy(a) if isinstance(a, np.ndarray) else a
         return t.to(device)
-    return _host(a)
+    return to_host(a)
 
 
 def _concat(parts: list[Array]) -> Array:
@@ -85,7 +85,7 @@ def _concat(parts: list[Array]) -> Array:
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
-def _softmax_max(logits: Array) -> tuple[Array, Array]:
+def softmax_max(logits: Array) -> tuple[Array, Array]:
     """(argmax, max softmax probability) per row, numerically stable, in the array's own library."""
     if isinstance(logits, np.ndarray):
         z = logits - logits.max(axis=1, keepdims=True)
@@ -186,8 +186,8 @@ class Classifier:
         batch = as_batch(images, self.channels, self.size)
         device = images.device if batch.is_torch else None
         raw = self.run_float_batch(batch.images)
-        labels, conf = _softmax_max(raw["logits"])
-        names = [self.manifest.classes[int(i)] for i in _host(labels)]
+        labels, conf = softmax_max(raw["logits"])
+        names = [self.manifest.classes[int(i)] for i in to_host(labels)]
         out = {"labels": labels, "confidence": conf, "logits": raw["logits"], "p_natural": raw.get("p_natural")}
         conv = {k: (None if v is None else _to_like(v, batch.is_torch, device)) for k, v in out.items()}
         return Prediction(conv["labels"], names, conv["confidence"], conv["p_natural"], conv["logits"])

@@ -6,11 +6,12 @@ instead of being silently skipped. Hidden files and directories (names starting 
 file itself are skipped. Symlinks are followed for files (a dangling one gets an error line), not for
 directories (no cycles).
 
-How: the main thread walks the folder lazily and submits chunks of paths to a pool of decoder threads
-(`decode_image`: EXIF orientation, mode conversion, resize); at most `2 * workers + 2` chunks are in flight,
-so memory stays flat however many files there are. Decoded images are stacked into batches of `batch_size`,
-run through the `Classifier`, and written with the unreadable files' error lines in walk order, one flushed
-write per batch.
+How: a producer thread walks the folder lazily and submits chunks of 16 paths to a pool of decoder threads
+(`decode_image`: EXIF orientation, mode conversion, resize; each chunk comes back as one stacked uint8 array,
+relative paths and error texts), through a queue holding at most `2 * workers + 2` chunks, so memory stays flat
+however many files there are. The main thread only concatenates decoded chunks into batches of exactly
+`batch_size` images, runs the `Classifier` (which releases the GIL while the decoders work ahead) and writes the
+lines, error lines included, in walk order: one flushed write per batch.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+import queue
+import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,8 +31,8 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from ..imageio import decode_image
-from .classifier import Classifier, _host, _softmax_max
-from .outputs import open_writer, output_format, read_done
+from .classifier import Classifier, to_host, softmax_max
+from .outputs import Row, Writer, open_writer, output_format, read_done
 
 log = logging.getLogger(__name__)
 
@@ -94,19 +97,32 @@ def walk_files(root: Path) -> Iterator[tuple[Path, str | None]]:
             yield path, None
 
 
-def _decode_chunk(paths: list[tuple[Path, str | None]], channels: int, size: int) -> list[tuple[np.ndarray | None, str | None]]:
-    out: list[tuple[np.ndarray | None, str | None]] = []
+@dataclass
+class _Decoded:
+    """One decoded chunk: per file its relative path and error (None when readable); the readable images stacked."""
+
+    rels: list[str]
+    errors: list[str | None]
+    images: np.ndarray | None  # uint8 [n_readable, H, W, C]
+
+
+def _decode_chunk(paths: list[tuple[Path, str | None]], root: Path, channels: int, size: int) -> _Decoded:
+    rels: list[str] = []
+    errors: list[str | None] = []
+    images: list[np.ndarray] = []
     for path, listing_error in paths:
+        rels.append(path.relative_to(root).as_posix())
         if listing_error is not None:
-            out.append((None, listing_error))
+            errors.append(listing_error)
             continue
         try:
-            out.append((decode_image(path, channels, size), None))
+            images.append(decode_image(path, channels, size))
+            errors.append(None)
         except DataError as e:
-            out.append((None, _error_text(path, e)))
+            errors.append(_error_text(path, e))
         except Exception as e:  # noqa: BLE001 - one bad file (a decompression bomb, a codec bug) never stops the run
-            out.append((None, f"cannot decode image ({type(e).__name__}: {e})"))
-    return out
+            errors.append(f"cannot decode image ({type(e).__name__}: {e})")
+    return _Decoded(rels, errors, np.stack(images) if images else None)
 
 
 def _error_text(path: Path, e: DataError) -> str:
@@ -200,14 +216,15 @@ def infer_folder(
                 continue
             yield path, err
 
-    counts = {"classified": 0, "unreadable": 0}
+    stream = _Stream(root, classifier, writer, batch_size, progress)
     try:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="atld-decode") as pool:
-            _pipeline(root, classifier, todo(), pool, 2 * workers + 2, batch_size, writer, counts, progress)
+            stream.run(todo(), pool, 2 * workers + 2)
     finally:
         writer.close()
         if own:
             classifier.close()
+    counts = stream.counts
     return FolderSummary(
         classified=counts["classified"], unreadable=counts["unreadable"], skipped=skipped,
         previous_classified=done.classified if done else 0, previous_unreadable=done.unreadable if done else 0,
@@ -215,88 +232,95 @@ def infer_folder(
     )
 
 
-def _pipeline(
-    root: Path,
-    clf: Classifier,
-    files: Iterator[tuple[Path, str | None]],
-    pool: ThreadPoolExecutor,
-    max_inflight: int,
-    batch_size: int,
-    writer: Any,
-    counts: dict[str, int],
-    progress: Callable[[int], None] | None,
-) -> None:
-    """Decode ahead on `pool` (bounded), batch, infer, and write lines in walk order."""
-    chunks = _chunked(files, min(CHUNK_FILES, batch_size))
-    inflight: deque[tuple[list[tuple[Path, str | None]], Future[Any]]] = deque()
-    pending: list[tuple[str, np.ndarray | None, str | None]] = []  # (relative path, image, error) in walk order
-    n_images = 0
+class _Stream:
+    """Decoded chunks in, prediction lines out, in walk order, in batches of exactly `batch_size` images."""
 
-    def refill() -> None:
-        while len(inflight) < max_inflight:
-            chunk = next(chunks, None)
-            if chunk is None:
-                return
-            inflight.append((chunk, pool.submit(_decode_chunk, chunk, clf.channels, clf.size)))
+    def __init__(self, root: Path, clf: Classifier, writer: Writer, batch_size: int,
+                 progress: Callable[[int], None] | None) -> None:
+        self.root, self.clf, self.writer, self.batch_size, self.progress = root, clf, writer, batch_size, progress
+        self.images: list[np.ndarray] = []  # decoded, not yet inferred (uint8 NHWC pieces)
+        self.n_images = 0
+        self.lines: deque[tuple[str, str | None]] = deque()  # (relative path, error) not yet written
+        self.counts = {"classified": 0, "unreadable": 0}
+        self.classes = list(clf.manifest.classes)
 
-    refill()
-    while inflight:
-        chunk, fut = inflight.popleft()
-        refill()
-        for (path, _), (img, err) in zip(chunk, fut.result()):
-            pending.append((path.relative_to(root).as_posix(), img, err))
-            n_images += img is not None
-        if n_images >= batch_size:
-            # flush whole batches; keep the remainder (and error lines after it) for the next one
-            cut = _cut_after(pending, batch_size)
-            _flush(clf, pending[:cut], writer, counts, progress)
-            pending = pending[cut:]
-            n_images = sum(img is not None for _, img, _ in pending)
-    while pending:
-        cut = _cut_after(pending, batch_size)
-        _flush(clf, pending[:cut], writer, counts, progress)
-        pending = pending[cut:]
+    def run(self, files: Iterator[tuple[Path, str | None]], pool: ThreadPoolExecutor, max_inflight: int) -> None:
+        """Walk and submit on a producer thread (bounded queue); infer and write on this thread."""
+        q: queue.Queue[Future[_Decoded] | BaseException | None] = queue.Queue(maxsize=max_inflight)
+        stop = threading.Event()
 
+        def produce() -> None:
+            try:
+                for chunk in _chunked(files, min(CHUNK_FILES, self.batch_size)):
+                    fut = pool.submit(_decode_chunk, chunk, self.root, self.clf.channels, self.clf.size)
+                    while not stop.is_set():
+                        try:
+                            q.put(fut, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+                q.put(None)
+            except BaseException as e:  # noqa: BLE001 - handed to the main thread, which re-raises it
+                q.put(e)
 
-def _cut_after(pending: list[tuple[str, np.ndarray | None, str | None]], batch_size: int) -> int:
-    """Index just after the `batch_size`-th image in `pending` (or its end)."""
-    seen = 0
-    for i, (_, img, _) in enumerate(pending):
-        seen += img is not None
-        if seen == batch_size:
-            return i + 1
-    return len(pending)
+        producer = threading.Thread(target=produce, name="atld-walk", daemon=True)
+        producer.start()
+        try:
+            while (item := q.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                self._add(item.result())
+                while self.n_images >= self.batch_size:
+                    self._infer_and_write(self.batch_size)
+                if self.n_images == 0 and self.lines:  # only error lines waiting: write them now
+                    self._infer_and_write(0)
+            while self.n_images or self.lines:
+                self._infer_and_write(min(self.n_images, self.batch_size))
+        finally:
+            stop.set()
+            while producer.is_alive():  # unblock a producer waiting on a full queue
+                try:
+                    q.get_nowait()
+                except queue.Empty:
+                    producer.join(0.05)
 
+    def _add(self, part: _Decoded) -> None:
+        self.lines.extend(zip(part.rels, part.errors))
+        if part.images is not None:
+            self.images.append(part.images)
+            self.n_images += len(part.images)
 
-def _flush(
-    clf: Classifier,
-    items: list[tuple[str, np.ndarray | None, str | None]],
-    writer: Any,
-    counts: dict[str, int],
-    progress: Callable[[int], None] | None,
-) -> None:
-    images = [img for _, img, _ in items if img is not None]
-    results: list[dict[str, Any]] = []
-    if images:
-        x = np.stack(images).transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
-        out = clf.run_float_batch(x)
-        labels, conf = (_host(a) for a in _softmax_max(out["logits"]))
-        p = _host(out["p_natural"]) if "p_natural" in out else None
-        classes = clf.manifest.classes
-        results = [
-            {"label": int(labels[i]), "class": classes[int(labels[i])], "confidence": round(float(conf[i]), 6),
-             "p_natural": None if p is None else round(float(p[i]), 6)}
-            for i in range(len(images))
-        ]
-    records: list[dict[str, Any]] = []
-    it = iter(results)
-    for rel, img, err in items:
-        if img is None:
-            records.append({"path": rel, "error": err})
-            counts["unreadable"] += 1
-        else:
-            records.append({"path": rel, **next(it)})
-            counts["classified"] += 1
-    writer.write(records)
-    if progress is not None:
-        progress(len(items))
+    def _infer_and_write(self, n: int) -> None:
+        """Infer the next `n` decoded images, then write every line up to the next image not yet inferred."""
+        results: list[tuple[int, str, float, float | None]] = []
+        if n:
+            pool = np.concatenate(self.images) if len(self.images) > 1 else self.images[0]
+            batch, rest = pool[:n], pool[n:]
+            self.images, self.n_images = ([rest] if len(rest) else []), len(rest)
+            x = batch.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
+            out = self.clf.run_float_batch(x)
+            labels, conf = (to_host(a) for a in softmax_max(out["logits"]))
+            p = to_host(out["p_natural"]).round(6).tolist() if "p_natural" in out else [None] * n
+            results = list(zip(labels.tolist(), [self.classes[i] for i in labels.tolist()],
+                               conf.round(6).tolist(), p))
+        rows: list[Row] = []
+        it = iter(results)
+        n_left = len(results)
+        while self.lines:
+            rel, err = self.lines[0]
+            if err is None:
+                if n_left == 0:
+                    break  # its image is in the next batch
+                n_left -= 1
+                rows.append((rel, *next(it), None))
+            else:
+                rows.append((rel, None, None, None, None, err))
+            self.lines.popleft()
+        n_err = sum(r[5] is not None for r in rows)
+        self.counts["unreadable"] += n_err
+        self.counts["classified"] += len(rows) - n_err
+        self.writer.write_rows(rows)
+        if self.progress is not None:
+            self.progress(len(rows))

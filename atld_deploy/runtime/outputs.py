@@ -16,7 +16,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Protocol
+from typing import Any, Iterable, Optional, Protocol, Sequence
 
 from ..errors import ConfigError, DataError
 
@@ -38,14 +38,28 @@ def output_format(path: Path) -> str:
     return fmt
 
 
+# (path, label, class, confidence, p_natural, error): a prediction has error None, an error line only path+error
+Row = tuple[str, Optional[int], Optional[str], Optional[float], Optional[float], Optional[str]]
+
+
 class Writer(Protocol):
-    def write(self, records: Iterable[dict[str, Any]]) -> None: ...
+    def write_rows(self, rows: Sequence[Row]) -> None: ...
 
     def close(self) -> None: ...
 
 
+def _json_line(row: Row) -> str:
+    """The same text `json.dumps` gives for the record dict (ASCII-escaped, so any filename round-trips)."""
+    path, label, cls, conf, p, err = row
+    if err is not None:
+        return f'{{"path": {json.dumps(path)}, "error": {json.dumps(err)}}}\n'
+    p_text = "null" if p is None else repr(p)
+    return (f'{{"path": {json.dumps(path)}, "label": {label}, "class": {json.dumps(cls)}, '
+            f'"confidence": {conf!r}, "p_natural": {p_text}}}\n')
+
+
 class _LineWriter:
-    """Appends records as complete lines; each `write` is one flushed write of whole lines."""
+    """Appends rows as complete lines; each `write_rows` is one flushed write of whole lines."""
 
     def __init__(self, path: Path, fmt: str, fresh: bool) -> None:
         self.fmt = fmt
@@ -54,16 +68,15 @@ class _LineWriter:
             self._f.write(",".join(CSV_FIELDS) + "\n")
             self._f.flush()
 
-    def _format(self, records: Iterable[dict[str, Any]]) -> str:
+    def _format(self, rows: Sequence[Row]) -> str:
         if self.fmt == "jsonl":
-            return "".join(json.dumps(r) + "\n" for r in records)  # ASCII-escaped: any filename round-trips
+            return "".join(map(_json_line, rows))
         buf = io.StringIO()
-        w = csv.DictWriter(buf, CSV_FIELDS, lineterminator="\n")
-        w.writerows({k: ("" if r.get(k) is None else r[k]) for k in CSV_FIELDS} for r in records)
+        csv.writer(buf, lineterminator="\n").writerows(rows)  # None is written as an empty field
         return buf.getvalue()
 
-    def write(self, records: Iterable[dict[str, Any]]) -> None:
-        self._f.write(self._format(records))
+    def write_rows(self, rows: Sequence[Row]) -> None:
+        self._f.write(self._format(rows))
         self._f.flush()
 
     def close(self) -> None:
