@@ -27,6 +27,7 @@ def eval_(
     seed: int = typer.Option(0, help="Seeds the example subset and every attack's random start."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the records as JSON (atomically)."),
     markdown_out: Optional[Path] = typer.Option(None, "--markdown", help="Write the table as markdown (atomically)."),
+    square_queries: int = typer.Option(100, help="Square's query budget (more: stronger and slower; reproduce uses 300)."),
     threads: int = typer.Option(0, help="torch CPU threads (0: leave torch's default)."),
 ) -> None:
     """Evaluate a run under the published protocol, adaptive attacks on the deployed IMT pipeline, and the
@@ -44,7 +45,7 @@ def eval_(
                    err=True)
 
     report = evaluate_run(run, attacks=attacks, models=models, protocols=protocol, n=n, eps=eps,
-                          batch_size=batch_size, seed=seed, on_outcome=progress)
+                          batch_size=batch_size, seed=seed, square_queries=square_queries, on_outcome=progress)
     typer.echo(format_table(report))
     typer.echo(f"evaluated {report.meta['n']} examples in {report.meta['seconds']:.0f} s")
     if json_out is not None:
@@ -80,3 +81,21 @@ def reproduce(
     settings = ReproSettings(workdir=workdir, epochs=epochs, n=n, seed=seed, arch=arch)
     command = "atld-deploy " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     run_reproduction(settings, out, echo=typer.echo, command=command)
+
+
+@app.command()
+def figures(
+    out: Path = typer.Option(Path("docs/figures"), help="Folder for the PNGs."),
+    seed: int = typer.Option(0, help="Data and training seed."),
+    epochs: int = typer.Option(60, help="Training epochs of each toy model."),
+) -> None:
+    """The paper's toy illustrations on two moons: perturbations of PGD vs Feature Scattering vs ATLD (Fig 1/4),
+    the vector field of perturbation directions (Fig 6), and IMT moving attacked points back (Fig 7)."""
+    import time
+
+    from ..evaluate.figures import make_figures
+
+    t0 = time.perf_counter()
+    for path in make_figures(out, seed=seed, epochs=epochs):
+        typer.echo(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
+    typer.echo(f"figures done in {time.perf_counter() - t0:.0f} s")

@@ -18,7 +18,7 @@ from ..imt import IMTConfig
 from .checks import check_logits, check_outcomes
 from .protocols import PROTOCOLS, Outcome, RunSpec, run_protocols
 from .report import EvalReport, make_records
-from .suite import DEFAULT_ATTACKS, parse_attacks
+from .suite import DEFAULT_ATTACKS, SQUARE_QUERIES, parse_attacks
 from .targets import MODEL_NAMES, build_views
 
 log = logging.getLogger(__name__)
@@ -54,12 +54,14 @@ def evaluate_models(
     protocols: str | Sequence[str] = PROTOCOLS,
     batch_size: int = 500,
     seed: int = 0,
+    square_queries: int | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
 ) -> EvalReport:
     """Evaluate `classifier` (and its IMT pipelines, if `discriminator` is given) on `(x, y)`.
 
     Args:
         imt_config: maps an IMT mode ("plain" | "plus") to its `IMTConfig`; required with a discriminator.
+        square_queries: Square's query budget (default `suite.SQUARE_QUERIES`).
         models: static | imt | imt+ ; without a discriminator only `static` runs (the others are dropped
             with a note in `report.meta["notes"]`).
     Raises:
@@ -69,6 +71,8 @@ def evaluate_models(
         raise ConfigError(f"eps is in (0, 1] pixel units (8/255 = 0.0314 for CIFAR), got {eps}")
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+    if square_queries is not None and square_queries < 1:
+        raise ConfigError(f"--square-queries must be >= 1, got {square_queries}")
     attack_names = parse_attacks(attacks)
     model_names = _parse_list(models, MODEL_NAMES, "model(s)")
     protocol_names = _parse_list(protocols, PROTOCOLS, "protocol(s)")
@@ -82,7 +86,7 @@ def evaluate_models(
         protocol_names = PROTOCOLS  # worst-case is defined over the other two
         notes.append("worst-case needs the published and adaptive runs: they were evaluated too")
     views = [build_views(m, classifier, discriminator, imt_config) for m in model_names]
-    spec = RunSpec(attack_names, protocol_names, eps, num_classes, batch_size, seed)
+    spec = RunSpec(attack_names, protocol_names, eps, num_classes, batch_size, seed, square_queries)
     t0 = time.perf_counter()
     with torch.no_grad():
         clean_out = torch.cat([classifier(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
@@ -92,7 +96,8 @@ def evaluate_models(
         outcomes = [o for o in outcomes if o.protocol != "worst-case"]
     seconds = time.perf_counter() - t0
     meta = {"eps": eps, "n": len(y), "seed": seed, "attacks": list(attack_names), "models": list(model_names),
-            "protocols": list(protocol_names), "batch_size": batch_size, "seconds": round(seconds, 1),
+            "protocols": list(protocol_names), "batch_size": batch_size,
+            "square_queries": square_queries or SQUARE_QUERIES, "seconds": round(seconds, 1),
             "notes": notes, "machine": machine_info()}
     return EvalReport(make_records(outcomes, warnings, eps, seed), warnings, meta, outcomes)
 
@@ -114,6 +119,7 @@ def evaluate_run(
     eps: float | None = None,
     batch_size: int = 500,
     seed: int = 0,
+    square_queries: int | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
 ) -> EvalReport:
     """Evaluate a trained run on a fixed, seeded subset of its test split (default eps: the run's training eps).
@@ -136,7 +142,7 @@ def evaluate_run(
     report = evaluate_models(
         run.classifier, run.discriminator, x, y, eps=eps, num_classes=run.shape.num_classes,
         imt_config=lambda mode: run.imt_config(mode), attacks=attacks, models=models, protocols=protocols,
-        batch_size=batch_size, seed=seed, on_outcome=on_outcome,
+        batch_size=batch_size, seed=seed, square_queries=square_queries, on_outcome=on_outcome,
     )
     if len(idx) < n:
         report.meta["notes"].append(f"--n {n} asked for, but the {cfg.dataset} test split has {len(idx)} examples: all used")

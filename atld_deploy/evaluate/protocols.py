@@ -55,6 +55,7 @@ class RunSpec:
     num_classes: int
     batch_size: int = 500
     seed: int = 0
+    square_queries: int | None = None
 
 
 @torch.no_grad()
@@ -85,7 +86,7 @@ def run_attack(
     max_pert = 0.0
     for i in range(0, len(x), spec.batch_size):
         xb, yb = x[i:i + spec.batch_size], y[i:i + spec.batch_size]
-        ctx = AttackContext(spec.eps, spec.num_classes, seed + i, gen, log_p_natural)
+        ctx = AttackContext(spec.eps, spec.num_classes, seed + i, gen, log_p_natural, spec.square_queries)
         x_adv = fn(view, xb, yb, ctx).detach()
         max_pert = max(max_pert, float((x_adv - xb).abs().max()))
         for name, scorer in scorers.items():

@@ -41,6 +41,7 @@ class ReproSettings:
     d_widen: int = 2
     batch_size: int = 50
     attacks: tuple[str, ...] = REPRO_ATTACKS
+    square_queries: int = 300
 
 
 @dataclass
@@ -78,7 +79,7 @@ def _train(method: str, s: ReproSettings, echo: Callable[[str], None]) -> tuple[
 def _evaluate(method: str, run_dir: Path, s: ReproSettings, echo: Callable[[str], None]) -> tuple[EvalReport, float]:
     cache = run_dir / "eval.json"
     models = "static,imt,imt+" if method == "atld" else "static"
-    key = {"attacks": list(s.attacks), "models": models, "n": s.n, "seed": s.seed,
+    key = {"attacks": list(s.attacks), "models": models, "n": s.n, "seed": s.seed, "square_queries": s.square_queries,
            "weights_mtime": (run_dir / "classifier.safetensors").stat().st_mtime}
     if cache.exists():
         saved = json.loads(cache.read_text())
@@ -89,7 +90,7 @@ def _evaluate(method: str, run_dir: Path, s: ReproSettings, echo: Callable[[str]
     echo(f"[eval] {method}: models {models}, attacks {','.join(s.attacks)}, n {s.n}")
     t0 = time.perf_counter()
     rep = evaluate_run(run_dir, attacks=s.attacks, models=models, protocols="published,adaptive,worst-case", n=s.n,
-                       seed=s.seed)
+                       seed=s.seed, square_queries=s.square_queries)
     write_json_atomic(cache, {"key": key, "records": rep.records, "warnings": rep.warnings, "meta": rep.meta})
     return rep, time.perf_counter() - t0
 
@@ -139,7 +140,7 @@ def render(results: list[MethodResult], s: ReproSettings, command: str, total_se
         f"- Equal budgets: every method trains {s.arch} for {s.epochs} epochs, batch {s.batch_size}, SGD lr 0.1, "
         f"seed {s.seed}. ATLD's discriminator: depth {s.d_depth}, widen {s.d_widen}.",
         f"- Evaluation: the same {s.n} seeded test examples (seed {s.seed}) for every model; attacks "
-        f"{', '.join(s.attacks)}; PGD step eps/4 with random start, CW margin 50 (see the evaluation protocol).",
+        f"{', '.join(s.attacks)} (Square: {s.square_queries} queries); PGD step eps/4 with random start, CW margin 50 (see the evaluation protocol).",
         f"- Total wall time: {total_seconds:.0f} s.",
         "",
         "| method | train wall time (s) | eval wall time (s) | run |",
