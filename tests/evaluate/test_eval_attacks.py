@@ -79,7 +79,11 @@ def test_imt_aware_loss_adds_lambda_log_p_natural_to_the_ascended_objective() ->
         ATTACKS["pgd20-imtloss"].fn(model, x, y, AttackContext(0.2, 3, 0, torch.Generator()))
 
 
-@pytest.mark.parametrize("name", ["fgsm", "pgd20", "cw20", "apgd-ce", "apgd-t", "square", "autoattack"])
+_SLOW = pytest.mark.slow  # torchattacks' multi-target and query-based attacks: minutes on a shared 2-core box
+
+
+@pytest.mark.parametrize("name", ["fgsm", "pgd20", "cw20", "apgd-ce", pytest.param("apgd-t", marks=_SLOW),
+                                  pytest.param("square", marks=_SLOW), pytest.param("autoattack", marks=_SLOW)])
 def test_every_attack_stays_in_the_threat_model_and_breaks_a_non_robust_model(tiny_standard_run, name: str) -> None:
     from atld_deploy.data import load_dataset
     from atld_deploy.run import load_run

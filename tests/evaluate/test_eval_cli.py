@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from atld_deploy.cli import main
-from atld_deploy.cli_app import app
+from atld_deploy.cli import app  # importing cli registers every command
 from atld_deploy.evaluate import evaluate_run, format_table, subset_indices
 
 
