@@ -18,7 +18,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-REWRITES = ("ConvTranspose->Conv(+DepthToSpace)", "ReLU-backward Where->Mul(mask)")
+REWRITES = ("ConvTranspose->Conv(+DepthToSpace)", "ReLU-backward Where->Mul(mask)", "channel-scale Mul folded into Conv weights")
 
 
 @dataclass(frozen=True)
@@ -197,8 +197,64 @@ def remove_dead_nodes(model: "onnx.ModelProto") -> None:  # noqa: F821
     _drop_unused_initializers(model)
 
 
+def fold_channel_scales(model: "onnx.ModelProto") -> int:  # noqa: F821
+    """Fold `Mul(t, s)` (s a [1, C, 1, 1] initializer: eval batch norm's backward) into the weights of the
+    convolutions that read it, when convolutions are its only readers: Conv(t*s, W) = Conv(t, W*s).
+
+    Returns the number of Mul nodes removed.
+    """
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    readers: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    outputs = {o.name for o in graph.output}
+
+    def foldable(conv: "onnx.NodeProto", name: str) -> bool:  # noqa: F821
+        group = next((helper.get_attribute_value(a) for a in conv.attribute if a.name == "group"), 1)
+        return (conv.op_type in ("Conv", "ConvTranspose") and conv.input[0] == name and name not in conv.input[1:]
+                and len(conv.input) > 1 and conv.input[1] in inits and group == 1)
+
+    removed: set[str] = set()
+    for node in graph.node:
+        if node.op_type != "Mul" or node.output[0] in outputs:
+            continue
+        scale_name = next((i for i in node.input if i in inits), None)
+        if scale_name is None or len(node.input) != 2:
+            continue
+        scale = numpy_helper.to_array(inits[scale_name])
+        other = node.input[0] if node.input[1] == scale_name else node.input[1]
+        convs = readers.get(node.output[0], [])
+        if scale.ndim != 4 or scale.shape[0] != 1 or scale.shape[2:] != (1, 1) or not convs:
+            continue
+        if not all(foldable(c, node.output[0]) for c in convs):
+            continue
+        for conv in convs:
+            w = numpy_helper.to_array(inits[conv.input[1]])
+            c = scale.reshape(-1)
+            if w.shape[1 if conv.op_type == "Conv" else 0] != c.size:
+                break
+        else:
+            for conv in convs:
+                w = numpy_helper.to_array(inits[conv.input[1]])
+                c = scale.reshape(-1).astype(w.dtype)
+                w2 = w * (c[None, :, None, None] if conv.op_type == "Conv" else c[:, None, None, None])
+                new_name = f"{conv.input[1]}__scaled_{node.name or node.output[0]}"
+                graph.initializer.append(numpy_helper.from_array(w2.astype(w.dtype), new_name))
+                inits[new_name] = graph.initializer[-1]
+                conv.input[0], conv.input[1] = other, new_name
+            removed.add(node.output[0])
+    remove_dead_nodes(model)
+    log.debug("folded %d channel-scale Mul nodes into convolution weights", len(removed))
+    return len(removed)
+
+
 def optimize_graph(model: "onnx.ModelProto") -> list[str]:  # noqa: F821
     """Apply every rewrite above; return their names with counts (recorded in the manifest)."""
     n_ct = rewrite_conv_transpose(model)
     n_mask = rewrite_relu_masks(model)
-    return [f"{REWRITES[0]} x{n_ct}", f"{REWRITES[1]} x{n_mask}"]
+    n_fold = fold_channel_scales(model)
+    return [f"{REWRITES[0]} x{n_ct}", f"{REWRITES[1]} x{n_mask}", f"{REWRITES[2]} x{n_fold}"]

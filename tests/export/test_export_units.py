@@ -150,3 +150,38 @@ def test_step_sign_agreement_ignores_tiny_gradients_and_clamped_pixels() -> None
     assert agree == 1.0 and excluded == 0.5
     agree, _ = step_sign_agreement(x, np.array([[0.4, 0.4, 0.0, 0.5]], np.float32), g)
     assert agree == 0.5
+
+
+def test_graph_rewrites_keep_the_function() -> None:
+    """Where(LessOrEqual(r,0),0,g) -> Mul(g, mask); Mul(t, s) -> scaled Conv weights; ConvTranspose -> Conv."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from atld_deploy.export.rewrite import optimize_graph
+
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+        numpy_helper.from_array(rng.normal(size=(1, 4, 1, 1)).astype(np.float32), "scale"),
+        numpy_helper.from_array(rng.normal(size=(4, 3, 3, 3)).astype(np.float32), "wt"),
+    ]
+    nodes = [
+        helper.make_node("Relu", ["r_in"], ["r"], name="relu"),
+        helper.make_node("LessOrEqual", ["r", "zero"], ["le"], name="le"),
+        helper.make_node("Where", ["le", "zero", "g"], ["masked"], name="where"),
+        helper.make_node("Mul", ["masked", "scale"], ["scaled"], name="bn_scale"),
+        helper.make_node("ConvTranspose", ["scaled", "wt"], ["y"], name="convt", strides=[2, 2], pads=[1, 1, 1, 1],
+                         output_padding=[1, 1], kernel_shape=[3, 3]),
+    ]
+    vi = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 4, 5, 5]) for n in ("r_in", "g")]
+    model = helper.make_model(helper.make_graph(nodes, "g", vi, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 10, 10])], inits),
+                              opset_imports=[helper.make_opsetid("", 18)])
+    feed = {"r_in": rng.normal(size=(2, 4, 5, 5)).astype(np.float32), "g": rng.normal(size=(2, 4, 5, 5)).astype(np.float32)}
+    before = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    applied = optimize_graph(model)
+    assert applied == ["ConvTranspose->Conv(+DepthToSpace) x1", "ReLU-backward Where->Mul(mask) x1", "channel-scale Mul folded into Conv weights x1"]
+    onnx.checker.check_model(model, full_check=True)
+    assert sorted(n.op_type for n in model.graph.node) == ["Cast", "Conv", "DepthToSpace", "Greater", "Mul", "Relu"]
+    after = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    assert np.abs(after - before).max() < 1e-5
