@@ -14,6 +14,7 @@ Without --artifacts, a tiny ATLD run is trained and exported first (minutes).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import threading
@@ -100,19 +101,29 @@ def main() -> None:
         clf = Classifier.load(art, backend=args.backend, device=args.device, batch_size=args.batch)
         small = write_folder(tmp / "small", args.files, clf.channels, clf.size)
         raw_iters = max(5, args.files // args.batch)
-        raw, e2e = [], []
+        raw, e2e, cpu_raw, cpu_e2e = [], [], [], []
+        load0 = os.getloadavg()[0]
         for r in range(args.rounds):
+            c0 = time.process_time()
             raw.append(bench_classifier(clf, args.batch, raw_iters, seed=r).images_per_s)
+            cpu_raw.append((time.process_time() - c0) / ((raw_iters + 3) * args.batch) * 1e3)
+            c0 = time.process_time()
             s = infer_folder(small, output=tmp / f"p{r}.jsonl", batch_size=args.batch, workers=args.workers,
                              classifier=clf)
+            cpu_e2e.append((time.process_time() - c0) / s.classified * 1e3)
             e2e.append(s.classified / s.seconds)
-            print(f"round {r + 1}: raw pipeline {raw[-1]:.0f} images/s, infer end to end {e2e[-1]:.0f} images/s")
+            print(f"round {r + 1}: raw pipeline {raw[-1]:.0f} images/s, infer end to end {e2e[-1]:.0f} images/s; "
+                  f"CPU ms/image raw {cpu_raw[-1]:.3f}, end to end {cpu_e2e[-1]:.3f}")
         raw_m, e2e_m = statistics.median(raw), statistics.median(e2e)
+        cr, ce = statistics.median(cpu_raw), statistics.median(cpu_e2e)
         print(f"{clf.runner.describe()}, pipeline graph, batch {args.batch}, {args.files} PNGs of "
-              f"{clf.size}x{clf.size}x{clf.channels}")
+              f"{clf.size}x{clf.size}x{clf.channels}, {os.cpu_count()} CPUs, load average {load0:.1f} -> "
+              f"{os.getloadavg()[0]:.1f} (other processes share the CPUs above ~1 per core)")
         print(f"raw pipeline (bench): {raw_m:.0f} images/s (median of {args.rounds})")
         print(f"infer end to end:     {e2e_m:.0f} images/s (median of {args.rounds})")
         print(f"ratio: {e2e_m / raw_m:.2f} (target >= 0.80)")
+        print(f"CPU time per image: raw {cr:.3f} ms, end to end {ce:.3f} ms (decode+write overhead {ce / cr - 1:+.0%}); "
+              f"CPU-bound ratio {cr / ce:.2f} (what the wall-clock ratio tends to when the cores are saturated)")
         big = write_folder(tmp / "big", 4 * args.files, clf.channels, clf.size)
         for folder, n in ((small, args.files), (big, 4 * args.files)):
             with PeakRSS() as m:

@@ -54,7 +54,9 @@ def infer(
         clf.close()
     typer.echo(summary.line())
     if not summary.all_classified:
-        raise typer.Exit(EXIT_SOME_UNREADABLE)
+        # SystemExit, not typer.Exit: click returns typer.Exit's code from app(standalone_mode=False) instead of
+        # raising it, and cli.main() ignores that return value.
+        raise SystemExit(EXIT_SOME_UNREADABLE)
 
 
 @app.command()

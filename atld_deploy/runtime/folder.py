@@ -302,9 +302,10 @@ class _Stream:
             x = batch.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
             out = self.clf.run_float_batch(x)
             labels, conf = (to_host(a) for a in softmax_max(out["logits"]))
-            p = to_host(out["p_natural"]).round(6).tolist() if "p_natural" in out else [None] * n
+            # float64 before rounding: a rounded float32 prints as 0.30695098638534546
+            p = to_host(out["p_natural"]).astype(np.float64).round(6).tolist() if "p_natural" in out else [None] * n
             results = list(zip(labels.tolist(), [self.classes[i] for i in labels.tolist()],
-                               conf.round(6).tolist(), p))
+                               conf.astype(np.float64).round(6).tolist(), p))
         rows: list[Row] = []
         it = iter(results)
         n_left = len(results)

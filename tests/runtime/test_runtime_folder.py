@@ -57,6 +57,15 @@ def test_one_line_per_file_errors_for_broken_and_exit_3(zoo_ort: tuple[int, str,
         assert set(rows[rel]) == {"path", "label", "class", "confidence", "p_natural"}
         assert 0 < rows[rel]["confidence"] <= 1 and 0 < rows[rel]["p_natural"] < 1
     assert f"{len(LOSSLESS) + len(LOSSY)} classified, {len(BROKEN)} unreadable" in text
+    assert all(len(repr(rows[rel]["confidence"])) <= 8 for rel in LOSSLESS)  # rounded to 6 decimals
+
+
+def test_console_entry_point_exits_3_when_some_files_are_unreadable(zoo: Path, tiny_artifacts: Path,
+                                                                      tmp_path: Path) -> None:
+    out = tmp_path / "p.jsonl"
+    argv = ["infer", str(zoo), "-a", str(tiny_artifacts), "-o", str(out), "--no-progress"]
+    assert main(argv) == 3  # what `atld-deploy infer` returns to the shell
+    assert len(out.read_text().splitlines()) == len(LOSSLESS + LOSSY + BROKEN)
 
 
 def test_every_lossless_kind_gets_the_base_images_result(zoo_ort: tuple[int, str, Path]) -> None:
