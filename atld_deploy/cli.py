@@ -20,7 +20,7 @@ for _name in ("evaluate", "export", "infer", "scale", "demo"):
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)  # typer.Exit(n) comes back as a return value here
     except AtldError as e:
         if STATE["verbose"]:
             raise
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
             print("aborted", file=sys.stderr)
             return 130
         raise
-    return 0
+    return rc if isinstance(rc, int) else 0
 
 
 def entry() -> None:

@@ -37,18 +37,21 @@ def infer(
     resume: bool = typer.Option(False, help="Append to --output, skipping files it already lists."),
     overwrite: bool = typer.Option(False, help="Replace an existing --output."),
     progress: bool = typer.Option(True, help="Show a progress bar on stderr."),
+    shard: Optional[str] = typer.Option(None, help="i/n: classify only shard i (0-based) of n; join with `atld-deploy merge`."),
 ) -> None:
     """Classify every file under IMAGES; exit 0 if all were classified, 3 if some could not be read."""
     from tqdm import tqdm
 
     from ..runtime import Classifier, infer_folder
+    from ..runtime.shard import Shard
 
+    part = Shard.parse(shard) if shard is not None else None
     clf = Classifier.load(artifacts, backend=backend, device=device, imt=imt, batch_size=batch_size)
     typer.echo(f"infer: {clf.runner.describe()} running {clf.graph!r} of {artifacts}", err=True)
     bar = tqdm(unit="img", desc="infer", disable=not progress, dynamic_ncols=True, smoothing=0.1)
     try:
         summary = infer_folder(images, output=output, batch_size=batch_size, workers=workers, resume=resume,
-                               overwrite=overwrite, classifier=clf, progress=bar.update)
+                               overwrite=overwrite, classifier=clf, progress=bar.update, shard=part)
     finally:
         bar.close()
         clf.close()
@@ -92,3 +95,18 @@ def bench(
         from ..errors import EngineError
 
         raise EngineError(f"no backend could be measured: {unavailable}")
+
+
+@app.command()
+def merge(
+    inputs: list[Path] = typer.Argument(..., help="The shards' prediction files (.jsonl/.csv)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Merged predictions (.jsonl or .csv), written atomically."),
+    images: Optional[Path] = typer.Option(None, help="The folder the shards walked: also check every file is covered."),
+) -> None:
+    """Join the outputs of `infer --shard i/n` into one file with every path once, in walk order."""
+    from ..runtime.shard import merge_predictions
+
+    summary = merge_predictions(list(inputs), output, images)
+    typer.echo(summary.line())
+    if summary.missing:
+        raise SystemExit(EXIT_SOME_UNREADABLE)

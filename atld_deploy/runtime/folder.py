@@ -33,6 +33,7 @@ from ..errors import ConfigError, DataError
 from ..imageio import decode_image
 from .classifier import Classifier, to_host, softmax_max
 from .outputs import Row, Writer, open_writer, output_format, read_done
+from .shard import Shard
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +160,7 @@ def infer_folder(
     device: str = "auto",
     classifier: Classifier | None = None,
     progress: Callable[[int], None] | None = None,
+    shard: Shard | None = None,
 ) -> FolderSummary:
     """Classify every file under `images_dir` and write one line per file to `output` (.jsonl or .csv).
 
@@ -173,6 +175,7 @@ def infer_folder(
         overwrite: replace an existing output instead of refusing.
         classifier: an already loaded Classifier to use (its backend/imt settings win).
         progress: called with the number of files finished after each batch.
+        shard: classify only the files this shard owns (`Shard.parse("i/n")`; see `runtime/shard.py`).
 
     Returns:
         The counts (`FolderSummary`); `all_classified` is False when any file could not be read.
@@ -211,7 +214,10 @@ def infer_folder(
         for path, err in walk_files(root):
             if path.name == exclude.name and path.resolve() == exclude:
                 continue
-            if done is not None and path.relative_to(root).as_posix() in done.paths:
+            rel = path.relative_to(root).as_posix()
+            if shard is not None and not shard.owns(rel):
+                continue
+            if done is not None and rel in done.paths:
                 skipped += 1
                 continue
             yield path, err

@@ -16,7 +16,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional, Protocol, Sequence
+from typing import Any, Iterator, Optional, Protocol, Sequence
 
 from ..errors import ConfigError, DataError
 
@@ -124,36 +124,56 @@ def _truncate_partial(path: Path) -> bool:
     return True
 
 
+def iter_records(path: Path) -> Iterator[dict[str, Any]]:
+    """The records of a complete predictions file (JSON Lines or CSV), as dicts with at least `path`.
+
+    Raises:
+        DataError: a line that is not a prediction record (the file is not ours).
+    """
+    fmt = output_format(path)
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
+        if fmt == "jsonl":
+            for n, line in enumerate(f, 1):
+                row = _parse_json_line(path, n, line)
+                if row is not None:
+                    yield row
+            return
+        reader = csv.DictReader(f)
+        if reader.fieldnames is not None and tuple(reader.fieldnames) != CSV_FIELDS:
+            raise DataError(f"{path} has columns {reader.fieldnames}, expected {list(CSV_FIELDS)}; "
+                            f"it is not an atld-deploy predictions file: choose another --output")
+        yield from reader
+
+
+def ends_with_partial_line(path: Path) -> bool:
+    """True if `path` does not end with a newline (a run killed mid-write)."""
+    size = path.stat().st_size
+    if size == 0:
+        return False
+    with open(path, "rb") as f:
+        f.seek(size - 1)
+        return f.read(1) != b"\n"
+
+
 def read_done(path: Path) -> Done:
     """Paths already in the output file `path` (for --resume), after dropping a partial last line.
 
     Raises:
         DataError: a complete line that is not a prediction record (the file is not ours).
     """
-    fmt = output_format(path)
+    output_format(path)
     done = Done()
     if not path.exists():
         return done
     done.dropped_partial = _truncate_partial(path)
     if done.dropped_partial:
         log.warning("%s ended with a partial line (an interrupted run); dropped it", path)
-    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
-        if fmt == "jsonl":
-            rows: Iterable[dict[str, Any]] = (_parse_json_line(path, n, line) for n, line in enumerate(f, 1))
+    for row in iter_records(path):
+        done.paths.add(row["path"])
+        if row.get("error"):
+            done.unreadable += 1
         else:
-            reader = csv.DictReader(f)
-            if reader.fieldnames is not None and tuple(reader.fieldnames) != CSV_FIELDS:
-                raise DataError(f"{path} has columns {reader.fieldnames}, expected {list(CSV_FIELDS)}; "
-                                f"it is not an atld-deploy predictions file: choose another --output")
-            rows = reader
-        for row in rows:
-            if row is None:
-                continue
-            done.paths.add(row["path"])
-            if row.get("error"):
-                done.unreadable += 1
-            else:
-                done.classified += 1
+            done.classified += 1
     return done
 
 

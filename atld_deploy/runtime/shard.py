@@ -10,8 +10,11 @@ every path once.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import ConfigError
 
@@ -45,3 +48,84 @@ class Shard:
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
+
+
+@dataclass(frozen=True)
+class MergeSummary:
+    files: int
+    classified: int
+    unreadable: int
+    missing: list[str]  # files under --images that no shard listed (empty when not checked)
+    output: Path
+
+    def line(self) -> str:
+        text = f"merged {self.files} lines ({self.classified} classified, {self.unreadable} unreadable) -> {self.output}"
+        if self.missing:
+            text += f"; {len(self.missing)} files under the folder are in no shard (first: {self.missing[0]})"
+        return text
+
+
+def _walk_key(path: str) -> list[str]:
+    return path.split("/")  # the order `infer` walks in: sorted by name within each directory, depth first
+
+
+def merge_predictions(inputs: list[Path], output: Path, images_dir: Path | None = None) -> MergeSummary:
+    """Join shard outputs (.jsonl/.csv, mixed allowed) into `output` (format by its extension), every path
+    once, in `infer`'s walk order. With `images_dir`, also report files no shard covered.
+
+    Raises:
+        DataError: an input is missing, not a predictions file, ends with a partial line (resume that shard
+            first), or two inputs list the same path.
+        ConfigError: bad output extension, or `output` is one of the inputs.
+    """
+    from ..errors import DataError
+    from .folder import walk_files
+    from .outputs import ends_with_partial_line, iter_records, open_writer, output_format
+
+    output_format(output)
+    if not inputs:
+        raise ConfigError("merge needs at least one shard output")
+    if any(p.resolve() == output.resolve() for p in inputs if p.exists()):
+        raise ConfigError(f"--output {output} is also an input; write the merged file elsewhere")
+    owner: dict[str, Path] = {}
+    rows: dict[str, tuple] = {}
+    for path in inputs:
+        if not path.is_file():
+            raise DataError(f"shard output {path} does not exist")
+        if ends_with_partial_line(path):
+            raise DataError(f"{path} ends with a partial line (its shard was interrupted); finish that shard with "
+                            f"`atld-deploy infer ... --shard i/n --resume` first")
+        for r in iter_records(path):
+            p = r["path"]
+            if p in owner:
+                raise DataError(f"{p} is listed in both {owner[p]} and {path}: were the shards run with different n, "
+                                f"or one shard twice? Merge outputs of one `--shard i/n` set only")
+            owner[p] = path
+            err = r.get("error") or None
+            if err:
+                rows[p] = (p, None, None, None, None, err)
+            else:
+                pn = r.get("p_natural")
+                rows[p] = (p, int(r["label"]), r["class"], float(r["confidence"]),
+                           None if pn in (None, "") else float(pn), None)
+    missing: list[str] = []
+    if images_dir is not None:
+        listed = {f.relative_to(images_dir).as_posix() for f, _ in walk_files(images_dir)}
+        listed -= {p.resolve().relative_to(images_dir.resolve()).as_posix() for p in [output, *inputs]
+                   if p.resolve().is_relative_to(images_dir.resolve())}  # prediction files inside the folder
+        missing = sorted(listed - set(rows), key=_walk_key)
+    ordered = [rows[p] for p in sorted(rows, key=_walk_key)]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=output.suffix, dir=output.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:  # atomic: the merged file appears complete or not at all
+        writer = open_writer(tmp, fresh=True)
+        writer.write_rows(ordered)
+        writer.close()
+        os.replace(tmp, output)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    unreadable = sum(1 for r in ordered if r[5] is not None)
+    return MergeSummary(len(ordered), len(ordered) - unreadable, unreadable, missing, output)
