@@ -28,12 +28,23 @@ def export(
     skip_parity: bool = typer.Option(False, "--skip-parity", help="Skip the parity check (manifest stays verified: false)."),
     parity_real: int = typer.Option(256, help="Parity: real test images of the run's data set."),
     parity_random: int = typer.Option(64, help="Parity: uniform random images."),
+    triton: Path = typer.Option(None, "--triton", help="Also write a Triton Inference Server model repository here."),
+    triton_name: str = typer.Option("atld", help="Triton model name (the engine, if any, is served as NAME_trt)."),
+    triton_graph: str = typer.Option("pipeline", help="Graph to serve: pipeline (IMT) | classifier."),
+    triton_max_batch: int = typer.Option(64, help="Triton max_batch_size."),
+    triton_kind: str = typer.Option("KIND_GPU", help="Triton instance kind: KIND_GPU | KIND_CPU."),
+    triton_instances: int = typer.Option(1, help="Triton model instances."),
 ) -> None:
     """Export a run: classifier/discriminator/IMT pipeline ONNX graphs, manifest, parity report (and engines)."""
     import time
 
     from ..export.exporter import ExportOptions, export_run
+    from ..export.triton import TritonOptions, write_triton_repo
 
+    triton_opts = TritonOptions(
+        name=triton_name, graph=triton_graph, max_batch_size=triton_max_batch, kind=triton_kind,
+        instances=triton_instances, preferred_batch_sizes=tuple(b for b in (8, 32, 64) if b <= triton_max_batch),
+    )
     opts = ExportOptions(
         imt_mode=imt, eps=eps, opset=opset, uint8_input=uint8_input, emit_transformed=emit_transformed, fp16=fp16,
         trt=trt, precision=precision, min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch,
@@ -43,6 +54,9 @@ def export(
     manifest = export_run(run, out, options=opts, echo=typer.echo)
     sizes = ", ".join(f"{g.file} {(out / g.file).stat().st_size / 1e6:.1f} MB" for g in manifest.graphs.values())
     typer.echo(f"exported {run} -> {out} in {time.perf_counter() - t0:.0f} s ({sizes}); verified: {manifest.verified}")
+    if triton is not None:
+        for model_dir in write_triton_repo(out, triton, triton_opts):
+            typer.echo(f"triton model: {model_dir}")
 
 
 @app.command()

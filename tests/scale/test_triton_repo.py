@@ -56,3 +56,15 @@ def test_bad_options() -> None:
         TritonOptions(max_batch_size=64, preferred_batch_sizes=(8, 128))
     with pytest.raises(ConfigError, match="model name"):
         TritonOptions(name="a b")
+
+
+def test_export_cli_writes_the_triton_repo(tiny_run: Path, tmp_path: Path) -> None:
+    from atld_deploy.cli import main
+
+    repo = tmp_path / "repo"
+    rc = main(["export", str(tiny_run), "--out", str(tmp_path / "art"), "--skip-parity", "--triton", str(repo),
+               "--triton-kind", "KIND_CPU", "--triton-max-batch", "16"])
+    assert rc == 0
+    cfg = _parse(repo / "atld" / "config.pbtxt")
+    assert cfg.max_batch_size == 16 and list(cfg.dynamic_batching.preferred_batch_size) == [8]
+    assert (repo / "atld" / "1" / "model.onnx").read_bytes() == (tmp_path / "art" / "pipeline.onnx").read_bytes()
