@@ -21,17 +21,6 @@ BROKEN = ["broken/empty.png", "broken/truncated.png", "broken/truncated.jpg", "b
 
 
 @pytest.fixture(scope="session")
-def tiny_artifacts(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The export stage's artifact directory for `tiny_run` (classifier, discriminator, pipeline graphs, run/)."""
-    from atld_deploy.export import export_run
-
-    tiny_run = request.getfixturevalue("tiny_run")
-    art = tmp_path_factory.mktemp("art") / "art"
-    export_run(tiny_run, art, skip_parity=True)  # parity is the export tests' job; these tests compare backends themselves
-    return art
-
-
-@pytest.fixture(scope="session")
 def base_digit() -> np.ndarray:
     """One 8x8 uint8 digit from the embedded test split (the model's own input size)."""
     from atld_deploy.data import load_dataset
