@@ -69,7 +69,6 @@ def reproduce(
     """Train standard, pgd-at, feature-scattering and atld on digits with equal budgets, evaluate each under
     the published and adaptive protocols, and write the Table 1 analogue with commands, seeds and wall time."""
     import shlex
-    import sys
 
     import torch
 
@@ -79,7 +78,10 @@ def reproduce(
     if threads > 0:
         torch.set_num_threads(threads)
     settings = ReproSettings(workdir=workdir, epochs=epochs, n=n, seed=seed, arch=arch)
-    command = "atld-deploy " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    # the resolved options, not sys.argv: the same under a test runner, and every default spelled out
+    command = " ".join(["atld-deploy reproduce", "--out", shlex.quote(str(out)), "--workdir", shlex.quote(str(workdir)),
+                        "--epochs", str(epochs), "--n", str(n), "--arch", arch, "--seed", str(seed)]
+                       + (["--threads", str(threads)] if threads > 0 else []))
     run_reproduction(settings, out, echo=typer.echo, command=command)
 
 

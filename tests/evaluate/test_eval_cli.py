@@ -70,5 +70,5 @@ def test_reproduce_end_to_end_writes_the_report_it_prints(tmp_path: Path) -> Non
     table = result.output.split("[eval] atld")[-1]
     table = table[table.index("| model |"):table.index("wrote")].strip()
     assert table in text  # the numbers in the file are the ones the command printed
-    for needle in ("Which of the paper's claims hold", "CIFAR-100", "SVHN", "~144 h", "--epochs 1 --n 16"):
+    for needle in ("Which of the paper's claims hold", "CIFAR-100", "SVHN", "~144 h", "--epochs 1 --n 16 --arch wrn-10-1"):
         assert needle in text
