@@ -20,4 +20,6 @@ STATE = {"verbose": False}
 @app.callback()
 def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debug logs and full tracebacks.")) -> None:
     STATE["verbose"] = verbose
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # our own loggers at INFO (DEBUG with -v); libraries (onnxscript, onnx_ir, ...) only warn
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("atld_deploy").setLevel(logging.DEBUG if verbose else logging.INFO)
