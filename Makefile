@@ -18,7 +18,10 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) -m pytest -q -m bench -s
+	$(PY) benchmarks/bench_train.py --iters 3
+	$(PY) benchmarks/bench_export.py
+	test -f demo/artifacts/manifest.json || $(MAKE) demo
+	$(PY) benchmarks/bench_infer.py --artifacts demo/artifacts
 
 clean:
 	rm -rf $(VENV) demo

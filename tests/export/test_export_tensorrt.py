@@ -1,0 +1,39 @@
+"""The TensorRT path end to end: engines built from the exported graphs, sidecars, parity against PyTorch.
+
+Runs only where TensorRT and a CUDA GPU exist (`pytest -m tensorrt`); skipped with the reason elsewhere.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from atld_deploy.export import Manifest, check_engine_sidecar, export_run, tensorrt_status, verify_artifacts
+
+pytestmark = pytest.mark.tensorrt
+
+
+@pytest.fixture(scope="module")
+def engines(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    missing = tensorrt_status()
+    if missing:  # decided before the tiny run is trained, so the skip costs nothing
+        pytest.skip(f"needs TensorRT and a CUDA GPU: {missing}")
+    tiny_run = request.getfixturevalue("tiny_run")
+    art = tmp_path_factory.mktemp("trt") / "art"
+    export_run(tiny_run, art, trt=True, min_batch=1, opt_batch=16, max_batch=64)
+    return art
+
+
+def test_engines_are_built_with_matching_sidecars(engines: Path) -> None:
+    m = Manifest.load(engines)
+    assert {"pipeline", "classifier"} <= set(m.engines)
+    for key, e in m.engines.items():
+        assert (e.min_batch, e.opt_batch, e.max_batch) == (1, 16, 64)
+        side = check_engine_sidecar(engines / e.sidecar, m.graph_path(engines, e.source_graph))
+        assert side["onnx_sha256"] == m.graphs[e.source_graph].sha256, key
+
+
+def test_engine_parity_with_pytorch(engines: Path) -> None:
+    report = verify_artifacts(engines, backends=["tensorrt"], n_real=128, n_random=32)
+    assert report.passed, report.table()
