@@ -14,7 +14,6 @@ Loading never unpickles arbitrary objects: weights are safetensors, the checkpoi
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from torch import nn
 from .config import TrainConfig
 from .errors import CheckpointError
 from .imt import IMTConfig
+from .io import read_json
 from .models import Discriminator, create_discriminator, create_model
 
 RUN_FORMAT = 1
@@ -51,12 +51,8 @@ def build_networks(cfg: TrainConfig, shape: DataShape) -> tuple[nn.Module, Discr
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError as e:
-        raise CheckpointError(f"{path} is missing: {path.parent} is not a complete atld-deploy run directory") from e
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} is corrupt ({e}); retrain or restore the run directory") from e
+    return read_json(path, CheckpointError, f"{path.parent} is not a complete atld-deploy run directory",
+                     "retrain or restore the run directory")
 
 
 def _load_weights(module: nn.Module, path: Path) -> None:

@@ -15,15 +15,14 @@ Every file listed in `graphs` and `engines` carries its SHA-256; `Manifest.load`
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import AtldError, ExportError
+from ..errors import ExportError
 from ..imt import IMTConfig
-from ..io import sha256_file, write_json_atomic
+from ..io import read_json, sha256_file, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +33,6 @@ PARITY = "parity.json"
 BATCH = "batch"  # the name of the dynamic batch dimension in every graph
 GRAPH_KEYS = ("classifier", "discriminator", "pipeline", "pipeline_uint8")
 REEXPORT_HINT = "re-export with `atld-deploy export RUN --out ART`"
-
-
-def read_json(path: Path, error: type[AtldError], missing: str, hint: str) -> Any:
-    """Parse a JSON file, raising `error` with `hint` (what to do) when it is missing or corrupt."""
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError as e:
-        raise error(f"{path} is missing: {missing}; {hint}") from e
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise error(f"{path} is not valid JSON ({e}); {hint}") from e
 
 
 @dataclass(frozen=True)
