@@ -9,16 +9,14 @@ import typer
 
 from ..cli_app import app
 
-from ..evaluate.suite import DEFAULT_ATTACKS
-
-_DEFAULT_ATTACKS = ",".join(DEFAULT_ATTACKS)
 
 
 @app.command("eval")
 def eval_(
     run: Path = typer.Argument(..., help="Run directory written by `atld-deploy train`."),
-    attacks: str = typer.Option(_DEFAULT_ATTACKS, help="Comma-separated: clean,fgsm,pgd20,pgd100,cw20,cw100,apgd-ce,"
-                                "apgd-t,square,autoattack,pgd20-smooth,pgd20-imtloss (the last two: adaptive only)."),
+    attacks: Optional[str] = typer.Option(None, help="Comma-separated: clean,fgsm,pgd20,pgd100,cw20,cw100,apgd-ce,"
+                                          "apgd-t,square,autoattack,pgd20-smooth,pgd20-imtloss (the last two: adaptive "
+                                          "only). Default: atld_deploy.evaluate.DEFAULT_ATTACKS (see the README)."),
     models: str = typer.Option("static,imt,imt+", help="static,imt,imt+ (baselines without a discriminator: static)."),
     protocol: str = typer.Option("published,adaptive,worst-case", help="published,adaptive,worst-case"),
     n: int = typer.Option(500, help="Test examples: a fixed subset drawn with --seed (capped at the split's size)."),
@@ -44,7 +42,9 @@ def eval_(
         typer.echo(f"  {o.model:<6} {o.protocol:<10} {o.attack:<14} {100 * o.accuracy:6.2f}%  ({o.seconds:.1f} s)",  # type: ignore[attr-defined]
                    err=True)
 
-    report = evaluate_run(run, attacks=attacks, models=models, protocols=protocol, n=n, eps=eps,
+    from ..evaluate import DEFAULT_ATTACKS
+
+    report = evaluate_run(run, attacks=attacks or ",".join(DEFAULT_ATTACKS), models=models, protocols=protocol, n=n, eps=eps,
                           batch_size=batch_size, seed=seed, square_queries=square_queries, on_outcome=progress)
     typer.echo(format_table(report))
     typer.echo(f"evaluated {report.meta['n']} examples in {report.meta['seconds']:.0f} s")
