@@ -35,13 +35,9 @@ def train(
     """Train a classifier (ATLD or a baseline) into a run directory."""
     import time
 
-    import torch
-
     from ..config import make_config
     from ..train import Trainer
 
-    if device == "cpu":
-        torch.set_num_threads(max(1, torch.get_num_threads()))
     cfg = make_config(
         dataset, data_dir=str(data_dir) if data_dir else None, download=download, method=method, arch=arch,
         epochs=epochs, batch_size=batch_size, lr=lr, eps=eps, invariance=invariance, image_size=image_size,

@@ -77,11 +77,11 @@ class Trainer:
                 shutil.rmtree(self.out)
             self.out.mkdir(parents=True, exist_ok=True)
         if resume:
-            stored, _, _ = read_run_meta(self.out)
+            stored, _, stored_shape = read_run_meta(self.out)
             # only the length of a run may change on resume; everything else is the stored run's
             cfg = stored.replace(epochs=cfg.epochs) if cfg.epochs > stored.epochs else stored
             if cfg != stored and self.dist.is_main:
-                write_json_atomic(self.out / CONFIG, run_meta(cfg, read_run_meta(self.out)[2]))
+                write_json_atomic(self.out / CONFIG, run_meta(cfg, stored_shape))
         self.cfg = cfg
         self.progress = progress
         self.device = torch.device(f"cuda:{self.dist.local_rank}" if self.dist.enabled and cfg.device == "cuda" else cfg.device)
