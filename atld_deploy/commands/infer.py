@@ -33,7 +33,7 @@ def infer(
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     batch_size: int = typer.Option(64, help="Images per inference call."),
     imt: bool = typer.Option(True, "--imt/--no-imt", help="--no-imt: the classifier graph alone (no IMT step, no p_natural)."),
-    workers: Optional[int] = typer.Option(None, help="Decoder threads (default: CPU count, at most 8)."),
+    workers: Optional[int] = typer.Option(None, help="Decoder threads (default: half the CPUs for a CPU backend, all on a GPU; at most 8)."),
     resume: bool = typer.Option(False, help="Append to --output, skipping files it already lists."),
     overwrite: bool = typer.Option(False, help="Replace an existing --output."),
     progress: bool = typer.Option(True, help="Show a progress bar on stderr."),

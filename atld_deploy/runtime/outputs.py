@@ -12,11 +12,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+from json.encoder import encode_basestring_ascii
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional, Protocol, Sequence
+from typing import Any, Callable, Iterator, Optional, Protocol, Sequence
 
 from ..errors import ConfigError, DataError
 
@@ -48,13 +49,16 @@ class Writer(Protocol):
     def close(self) -> None: ...
 
 
-def _json_line(row: Row) -> str:
-    """The same text `json.dumps` gives for the record dict (ASCII-escaped, so any filename round-trips)."""
+def _json_line(row: Row, quote: Callable[[str], str] = encode_basestring_ascii) -> str:
+    """The same text `json.dumps` gives for the record dict (ASCII-escaped, so any filename round-trips).
+
+    `encode_basestring_ascii` is the C routine `json.dumps` itself uses for strings, minus its per-call setup.
+    """
     path, label, cls, conf, p, err = row
     if err is not None:
-        return f'{{"path": {json.dumps(path)}, "error": {json.dumps(err)}}}\n'
+        return f'{{"path": {quote(path)}, "error": {quote(err)}}}\n'
     p_text = "null" if p is None else repr(p)
-    return (f'{{"path": {json.dumps(path)}, "label": {label}, "class": {json.dumps(cls)}, '
+    return (f'{{"path": {quote(path)}, "label": {label}, "class": {quote(cls)}, '
             f'"confidence": {conf!r}, "p_natural": {p_text}}}\n')
 
 

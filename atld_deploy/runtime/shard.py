@@ -110,7 +110,7 @@ def merge_predictions(inputs: list[Path], output: Path, images_dir: Path | None 
                            None if pn in (None, "") else float(pn), None)
     missing: list[str] = []
     if images_dir is not None:
-        listed = {f.relative_to(images_dir).as_posix() for f, _ in walk_files(images_dir)}
+        listed = {e.rel for e in walk_files(images_dir)}
         listed -= {p.resolve().relative_to(images_dir.resolve()).as_posix() for p in [output, *inputs]
                    if p.resolve().is_relative_to(images_dir.resolve())}  # prediction files inside the folder
         missing = sorted(listed - set(rows), key=_walk_key)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import os
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +14,9 @@ from conftest import BROKEN, LOSSLESS, LOSSY, exif_with_orientation
 from PIL import Image
 
 from atld_deploy.errors import DataError
+from atld_deploy import imageio
 from atld_deploy.imageio import decode_image
-from atld_deploy.runtime.folder import _decode_chunk, walk_files
+from atld_deploy.runtime.folder import Entry, _decode_chunk, walk_files
 
 
 @pytest.mark.parametrize("rel", LOSSLESS)
@@ -79,7 +83,7 @@ def test_lossy_kinds_are_close_to_the_base(zoo: Path, base_digit: np.ndarray, re
     ],
 )
 def test_each_broken_kind_gives_an_error_not_an_exception(zoo: Path, rel: str, match: str) -> None:
-    d = _decode_chunk([(zoo / "base.png", None), (zoo / rel, None)], zoo, channels=1, size=8)
+    d = _decode_chunk([Entry(str(zoo / "base.png"), "base.png"), Entry(str(zoo / rel), rel)], channels=1, size=8)
     assert d.rels == ["base.png", rel] and d.images is not None and d.images.shape == (1, 8, 8, 1)
     err = d.errors[1]
     assert d.errors[0] is None and err is not None and match in err
@@ -91,7 +95,7 @@ def test_unreadable_permissions_give_an_error(tmp_path: Path, zoo: Path) -> None
     p = tmp_path / "locked.png"
     p.write_bytes((zoo / "base.png").read_bytes())
     p.chmod(0)
-    d = _decode_chunk([(p, None)], tmp_path, channels=1, size=8)
+    d = _decode_chunk([Entry(str(p), "locked.png")], channels=1, size=8)
     assert d.images is None and "ermission" in str(d.errors[0])
 
 
@@ -101,8 +105,86 @@ def test_decode_error_names_the_file(zoo: Path) -> None:
 
 
 def test_walk_is_sorted_recursive_includes_any_extension_and_skips_hidden(zoo: Path) -> None:
-    rels = [p.relative_to(zoo).as_posix() for p, err in walk_files(zoo)]
+    entries = list(walk_files(zoo))
+    rels = [e.rel for e in entries]
     assert sorted(rels) == sorted(LOSSLESS + LOSSY + BROKEN)
-    assert rels == [p.relative_to(zoo).as_posix() for p, _ in walk_files(zoo)]  # stable
+    assert all(Path(e.path).relative_to(zoo).as_posix() == e.rel and e.error is None for e in entries)
+    assert rels == [e.rel for e in walk_files(zoo)]  # stable
     assert rels.index("base.png") < rels.index("bmp/base.bmp") < rels.index("broken/empty.png")
     assert ".hidden.png" not in rels and "noext/digit" in rels and "broken/notes.txt" in rels
+
+
+# ---------------------------------------------------------------- the libpng fast path (imageio.py)
+def _with_chunks(png: bytes, chunks: list[tuple[bytes, bytes]], after_idat: bool = False) -> bytes:
+    """`png` with extra chunks inserted after IHDR (or just before IEND), CRCs correct."""
+    blob = b"".join(struct.pack(">I", len(d)) + k + d + struct.pack(">I", zlib.crc32(k + d)) for k, d in chunks)
+    at = len(png) - 12 if after_idat else 33
+    return png[:at] + blob + png[at:]
+
+
+def _png(a: np.ndarray, mode: str | None = None, convert: str | None = None) -> bytes:
+    buf = io.BytesIO()
+    img = Image.fromarray(a, mode)
+    (img.convert(convert) if convert else img).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _srgb_icc() -> bytes:
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+INERT = [
+    (b"gAMA", struct.pack(">I", 45455)), (b"sRGB", b"\x00"), (b"pHYs", struct.pack(">IIB", 2835, 2835, 1)),
+    (b"cHRM", struct.pack(">8I", 31270, 32900, 64000, 33000, 30000, 60000, 15000, 6000)),
+    (b"tEXt", b"Comment\x00made by a test"), (b"sBIT", b"\x05"), (b"tIME", struct.pack(">HBBBBB", 2026, 1, 2, 3, 4, 5)),
+]
+
+
+@pytest.mark.parametrize("mode,channels", [("L", 1), ("L", 3), ("RGB", 3)])
+def test_libpng_fast_path_gives_pillows_pixels_with_every_inert_chunk(mode: str, channels: int) -> None:
+    assert imageio._libpng_decoder() is not None, "torchvision's decode_png op failed to load or its self-test"
+    rng = np.random.default_rng(1)
+    shape = (8, 8) if mode == "L" else (8, 8, 3)
+    icc = (b"iCCP", b"sRGB\x00\x00" + zlib.compress(_srgb_icc()))
+    for chunks in [[]] + [[c] for c in INERT] + [[*INERT, icc]]:
+        data = _with_chunks(_png(rng.integers(0, 256, shape, dtype=np.uint8), mode), chunks)
+        assert imageio.png_fast_path_applies(data, channels, 8), chunks
+        fast = imageio._decode_png_fast(data, channels, 8)
+        want = imageio._decode_pillow(data, channels, 8, "x.png")
+        assert fast is not None and fast.dtype == np.uint8 and fast.shape == want.shape == (8, 8, channels)
+        np.testing.assert_array_equal(fast, want, err_msg=str([k for k, _ in chunks]))
+
+
+def test_pixel_changing_pngs_stay_with_pillow_and_decode_as_before(tmp_path: Path) -> None:
+    gray = np.arange(64, dtype=np.uint8).reshape(8, 8) * 3
+    plain = _png(gray, "L")
+    rgb = _png(np.stack([gray, 255 - gray, gray // 2], -1), "RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 3  # rotated 180 degrees
+    cases = {
+        "transparent gray (tRNS)": (_with_chunks(plain, [(b"tRNS", b"\x00\x00")]), 1),
+        "EXIF orientation (eXIf)": (_with_chunks(plain, [(b"eXIf", exif.tobytes())]), 1),
+        "eXIf after IDAT": (_with_chunks(plain, [(b"eXIf", exif.tobytes())], after_idat=True), 1),
+        "unknown chunk": (_with_chunks(plain, [(b"xxYz", b"1")]), 1),
+        "RGB read as gray (Pillow's luma)": (rgb, 1),
+        "needs a resize": (_png(np.zeros((9, 8), np.uint8), "L"), 1),
+        "16-bit": (_png(np.zeros((8, 8), np.uint16)), 1),
+        "palette": (_png(gray, "L", convert="P"), 3),
+        "truncated": (plain[:45], 1),
+    }
+    for name, (data, channels) in cases.items():
+        assert not imageio.png_fast_path_applies(data, channels, 8), name
+    rotated = tmp_path / "r.png"
+    rotated.write_bytes(cases["eXIf after IDAT"][0])
+    np.testing.assert_array_equal(decode_image(rotated, 1, 8)[:, :, 0], gray[::-1, ::-1])
+    (tmp_path / "t.png").write_bytes(cases["truncated"][0])
+    with pytest.raises(DataError, match="t.png"):
+        decode_image(tmp_path / "t.png", 1, 8)
+
+
+def test_a_decode_png_that_disagrees_with_pillow_fails_the_self_test() -> None:
+    imageio._self_test(lambda data, channels: imageio._decode_pillow(data, channels, 5, "ok.png"))  # agrees: passes
+    with pytest.raises(ValueError, match="disagrees with Pillow"):
+        imageio._self_test(lambda data, channels: imageio._decode_pillow(data, channels, 5, "x.png")[::-1])

@@ -171,3 +171,13 @@ def test_resume_after_killing_a_real_run(tiny_artifacts: Path, base_digit: np.nd
     assert code == 0
     assert [r["path"] for r in rows] == [f"{i:04d}.png" for i in range(300)]
     assert all(r["label"] != "" and r["error"] == "" for r in rows)
+
+
+def test_json_lines_are_exactly_what_json_dumps_writes_for_awkward_names() -> None:
+    from atld_deploy.runtime.outputs import _json_line
+
+    for name in ['a "quoted"\\name.png', "ünï/çødé ✓.png", "tab\there\n.png", "bad-\udcff-byte.png"]:
+        row = (name, 3, 'cl"ass', 0.25, 0.5, None)
+        want = {"path": name, "label": 3, "class": 'cl"ass', "confidence": 0.25, "p_natural": 0.5}
+        assert _json_line(row) == json.dumps(want) + "\n"
+        assert _json_line((name, None, None, None, None, "bad\x00")) == json.dumps({"path": name, "error": "bad\x00"}) + "\n"
