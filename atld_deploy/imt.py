@@ -7,8 +7,8 @@ One signed-gradient step that moves each input towards what the discriminator ca
     m   = factor if band[0] < p < band[1] else 1   (IMT+; plain IMT uses m = 1)
     x_t = clamp(x + m * eps * sign(g), 0, 1)
 
-Summing (not averaging) keeps each example's gradient independent of its batch and far from float16
-underflow. The code is plain autograd, so `make_fx` can trace it to forward ATen ops for ONNX export.
+Summing (not averaging) keeps each example's gradient independent of its batch; the float16 export also
+rescales each example's logit gradient to unit size (`unit_logit_grad`), which changes no sign. The code is plain autograd, so `make_fx` can trace it to forward ATen ops for ONNX export.
 """
 
 from __future__ import annotations
@@ -63,20 +63,31 @@ def natural_gradient(
     x: torch.Tensor,
     *,
     create_graph: bool = False,
-    objective_scale: float = 1.0,
+    unit_logit_grad: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradient of `objective_scale * sum log p_natural` w.r.t. `x`, and `p_natural` of `x` ([B]).
+    """Gradient of `sum log p_natural` w.r.t. `x`, and `p_natural` of `x` ([B]).
 
     With `create_graph=True` the result stays differentiable w.r.t. `x` (for adaptive attacks);
     otherwise `x` is detached first.
+
+    `unit_logit_grad=True` rescales each example's gradient w.r.t. the classifier's logits to max |.| = 1
+    before it is propagated back through the classifier: a positive factor per example, so the sign of the
+    input gradient is unchanged, while a float16 classifier receives a unit-scale gradient whatever D's slope
+    -- it can neither underflow to 0 nor overflow (the float16 export uses this; see export/trace.py).
     """
     with torch.enable_grad():
         xg = x if create_graph else x.detach().requires_grad_(True)
         if not xg.requires_grad:
             xg = xg.requires_grad_(True)
-        natural_logit, _ = discriminator(classifier(xg))
-        objective = F.logsigmoid(natural_logit).sum() * objective_scale
-        (g,) = torch.autograd.grad(objective, xg, create_graph=create_graph)
+        logits = classifier(xg)
+        natural_logit, _ = discriminator(logits)
+        objective = F.logsigmoid(natural_logit).sum()
+        if unit_logit_grad:
+            (g_logits,) = torch.autograd.grad(objective, logits, retain_graph=True, create_graph=create_graph)
+            peak = g_logits.detach().abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(g_logits.dtype).tiny)
+            (g,) = torch.autograd.grad(logits, xg, grad_outputs=g_logits / peak, create_graph=create_graph)
+        else:
+            (g,) = torch.autograd.grad(objective, xg, create_graph=create_graph)
     return g, torch.sigmoid(natural_logit)
 
 
@@ -98,17 +109,18 @@ def imt_transform(
     *,
     sign_fn: SignFn = torch.sign,
     create_graph: bool = False,
-    objective_scale: float = 1.0,
+    unit_logit_grad: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Apply IMT to a batch of [0,1] images. Returns `(x_transformed, p_natural_of_x)`.
 
     Both modules must be in eval mode (IMT is a test-time step; batch statistics would couple examples).
     `sign_fn` lets adaptive attacks substitute a smooth surrogate (e.g. `lambda g: torch.tanh(k * g)`).
+    `unit_logit_grad`: see `natural_gradient` (same step, float16-safe gradient magnitudes).
     """
     if cfg.mode == "off":  # no step: p_natural only, no gradient pass
         natural_logit, _ = discriminator(classifier(x))
         return x, torch.sigmoid(natural_logit)
-    g, p = natural_gradient(classifier, discriminator, x, create_graph=create_graph, objective_scale=objective_scale)
+    g, p = natural_gradient(classifier, discriminator, x, create_graph=create_graph, unit_logit_grad=unit_logit_grad)
     x_t = torch.clamp(x + step_multiplier(p, cfg) * cfg.eps * sign_fn(g), 0.0, 1.0)
     return x_t, p
 
@@ -124,7 +136,7 @@ class IMTPipeline(nn.Module):
         self.classifier = classifier
         self.discriminator = discriminator
         self.cfg = cfg
-        self.objective_scale = 1.0
+        self.unit_logit_grad = False  # the float16 export turns this on (see natural_gradient)
         self.eval()
 
     def train(self, mode: bool = True) -> "IMTPipeline":  # noqa: ARG002 - IMT is inference only
@@ -132,5 +144,5 @@ class IMTPipeline(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x_t, p = imt_transform(self.classifier, self.discriminator, x, self.cfg, objective_scale=self.objective_scale)
+        x_t, p = imt_transform(self.classifier, self.discriminator, x, self.cfg, unit_logit_grad=self.unit_logit_grad)
         return self.classifier(x_t), p, x_t

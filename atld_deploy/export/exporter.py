@@ -6,7 +6,6 @@ new one renamed in, old one deleted), so a failed or interrupted export leaves t
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -34,7 +33,6 @@ from .trace import ClassifierFunction, DiscriminatorFunction, PipelineFunction, 
 log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 18
-FP16_OBJECTIVE_SCALE = 1024.0  # keeps the float16 input gradient far from underflow; the sign is unchanged
 
 
 @dataclass(frozen=True)
@@ -237,8 +235,7 @@ def _build(run: Run, run_dir: Path, tmp: Path, cfg: IMTConfig, opts: ExportOptio
         graphs_in.append(("pipeline_uint8", PipelineFunction(run.classifier, run.discriminator, cfg, emit_transformed=True, uint8_input=True),
                           torch.randint(0, 256, (2, s, s, c), dtype=torch.uint8), "images_uint8", ["logits", "p_natural", "images_imt"], "fp32"))
     if opts.fp16 or (opts.trt and opts.precision == "fp16"):
-        f16, d16 = copy.deepcopy(run.classifier).half(), copy.deepcopy(run.discriminator).half()
-        graphs_in.append(("pipeline_fp16", PipelineFunction(f16, d16, cfg, emit_transformed=True, half=True, objective_scale=FP16_OBJECTIVE_SCALE),
+        graphs_in.append(("pipeline_fp16", PipelineFunction(run.classifier, run.discriminator, cfg, emit_transformed=True, half=True),
                           torch.rand(2, c, s, s), "images", ["logits", "p_natural", "images_imt"], "fp16"))
     classes = list(run.classes)
     imt = cfg.to_dict()

@@ -30,7 +30,18 @@ class Thresholds:
     """Pass criteria for one precision. `abs_err` is max |err| (fp32) or mean |err| (fp16), relative to
     max(1, max |reference|) of that output. `grad_band`: pixels with |g| below this fraction of their
     example's max |g| are left out of the IMT sign agreement (float16 carries ~3 significant digits
-    through ~20 backward layers, so its band is wider)."""
+    through ~20 backward layers, so its band is wider).
+
+    Labels are judged on the real test images when there are any: a uniform-noise image sits near a tie
+    between classes (demo model: median top-2 logit margin 0.35 against 1.24 for real digits), so float16
+    rounding legitimately flips some of those labels; the random images still count in every error bound
+    and in the sign agreement, and their label agreement is reported.
+
+    The float16 sign bar (97%) is set by what float16 weights allow at all: on the demo model, float32
+    arithmetic with the classifier's weights rounded to float16 agrees with the reference on 98.0% of the
+    signs outside the band (ReLU gates flip under a 5e-4 relative weight change), the float16 graph on
+    98.2-98.4%. A broken gradient scores far lower: an underflowed one (sign 0) agrees nowhere, a wrong
+    one about half the time."""
 
     label_agreement: float
     sign_agreement: float
@@ -41,7 +52,7 @@ class Thresholds:
 
 THRESHOLDS = {
     "fp32": Thresholds(label_agreement=0.999, sign_agreement=0.999, abs_err=1e-3, use_mean=False, grad_band=1e-3),
-    "fp16": Thresholds(label_agreement=0.99, sign_agreement=0.99, abs_err=1e-2, use_mean=True, grad_band=1e-2),
+    "fp16": Thresholds(label_agreement=0.99, sign_agreement=0.97, abs_err=1e-2, use_mean=True, grad_band=1e-2),
 }
 
 
@@ -65,7 +76,9 @@ class GraphParity:
     precision: str
     samples: int
     outputs: dict[str, OutputStats] = field(default_factory=dict)
-    label_agreement: float | None = None
+    label_agreement: float | None = None  # the judged one: on the real test images when there are any
+    label_scope: str | None = None  # "real test images" or "all images"
+    label_agreement_random: float | None = None  # on the random images (reported, judged only when alone)
     sign_agreement: float | None = None
     sign_excluded: float | None = None
     failures: list[str] = field(default_factory=list)
@@ -110,6 +123,11 @@ class ParityReport:
                 ))
         widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
         lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
+        judged = {e.label_scope for e in self.entries if e.label_scope}
+        if judged == {"real test images"}:
+            rnd = [f"{e.graph} {e.label_agreement_random:.2%}" for e in self.entries if e.label_agreement_random is not None]
+            lines.append("labels judged on the real test images; on the random images (near ties, not judged): "
+                         + ", ".join(rnd))
         for e in self.entries:
             lines += [f"FAIL {e.graph} on {e.backend}: {f}" for f in e.failures]
         lines += [f"skipped: {s}" for s in self.skipped]
@@ -195,8 +213,12 @@ def compare(
     ref: dict[str, np.ndarray],
     got: dict[str, np.ndarray],
     x: np.ndarray | None,
+    n_real: int = 0,
 ) -> GraphParity:
-    """Compare backend outputs `got` with `ref`; `x` (float NCHW) enables the IMT sign check."""
+    """Compare backend outputs `got` with `ref`; `x` (float NCHW) enables the IMT sign check.
+
+    The first `n_real` examples are real test images (labels are judged on them when there are any),
+    the rest random ones."""
     th = THRESHOLDS[precision]
     res = GraphParity(graph=graph, backend=backend, precision=precision, samples=len(next(iter(ref.values()))))
     for name, out in got.items():
@@ -219,9 +241,15 @@ def compare(
             kind = "mean" if th.use_mean else "max"
             res.failures.append(f"{name}: {kind} |err| {measured:.3g} > {th.abs_err:g} x max(1, |ref|) = {th.abs_err * scale:.3g}")
     if "logits" in got and "logits" in ref and got["logits"].shape == ref["logits"].shape:
-        res.label_agreement = float((got["logits"].argmax(1) == ref["logits"].argmax(1)).mean())
+        same = got["logits"].argmax(1) == ref["logits"].argmax(1)
+        judged = same[:n_real] if n_real > 0 else same
+        res.label_agreement = float(judged.mean())
+        res.label_scope = "real test images" if n_real > 0 else "all images"
+        if len(same) > n_real:
+            res.label_agreement_random = float(same[n_real:].mean())
         if res.label_agreement < th.label_agreement:
-            res.failures.append(f"labels agree on {res.label_agreement:.2%} < {th.label_agreement:.1%}")
+            res.failures.append(f"labels agree on {res.label_agreement:.2%} < {th.label_agreement:.1%} "
+                                f"({res.label_scope})")
     if x is not None and "images_imt" in got and "imt_gradient" in ref:
         agree, excluded = step_sign_agreement(x, np.asarray(got["images_imt"]), ref["imt_gradient"], th.grad_band)
         if agree is not None:
@@ -257,6 +285,7 @@ def check_graph_parity(
     x: torch.Tensor,
     batch_sizes: Iterable[int] = (64, 1, 3),
     ref_cache: dict[str, dict[str, np.ndarray]] | None = None,
+    n_real: int = 0,
 ) -> GraphParity:
     """Run graph `graph` on `x` through `runner` and compare it with the PyTorch reference."""
     input_name, array = graph_feed(graph, x, classifier)
@@ -266,5 +295,6 @@ def check_graph_parity(
     if ref_key not in cache:
         cache[ref_key] = reference_outputs(classifier, discriminator, cfg, ref_key, x_ref)
     got = run_backend(runner, input_name, array, batch_sizes)
-    return compare(graph, backend, precision, cache[ref_key], got, x_ref.numpy() if graph.startswith("pipeline") else None)
+    return compare(graph, backend, precision, cache[ref_key], got, x_ref.numpy() if graph.startswith("pipeline") else None,
+                   n_real=n_real)
 

@@ -8,6 +8,7 @@ weight, stride, padding, dilation and groups (weight and bias gradients are neve
 
 from __future__ import annotations
 
+import copy
 import logging
 import warnings
 from pathlib import Path
@@ -65,11 +66,30 @@ def decomposition_table() -> dict[object, Callable[..., object]]:
     return table
 
 
+class Float16Classifier(nn.Module):
+    """A float16 copy of a classifier behind float32 edges: float32 images in, float32 logits out.
+
+    Autograd casts the logit gradient to float16 on its way in and the input gradient back to float32, so
+    in the float16 pipeline only the classifier's convolutions (nearly all the cost) run in float16.
+    """
+
+    def __init__(self, classifier: nn.Module) -> None:
+        super().__init__()
+        self.net = copy.deepcopy(classifier).half().eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.to(torch.float16)).to(torch.float32)
+
+
 class PipelineFunction(nn.Module):
     """The deployed function as one module: images -> (logits, p_natural[, images_imt]).
 
     `uint8_input=True` takes NHWC uint8 frames and converts them inside (permute, /255).
-    `half=True` runs the networks in float16 with float32 inputs and outputs.
+    `half=True` is the float16 pipeline: the classifier runs in float16 (`Float16Classifier`); the
+    discriminator, the log-sigmoid, the sign step and the clamp stay in float32 (they cost almost nothing
+    and are where float16 loses the most), and each example's logit gradient is rescaled to unit size before
+    the float16 backward pass (`unit_logit_grad`), so it cannot underflow or overflow. Inputs and outputs
+    are float32.
     """
 
     def __init__(
@@ -80,22 +100,17 @@ class PipelineFunction(nn.Module):
         emit_transformed: bool = False,
         uint8_input: bool = False,
         half: bool = False,
-        objective_scale: float = 1.0,
     ) -> None:
         super().__init__()
-        self.pipeline = IMTPipeline(classifier, discriminator, cfg)
-        self.pipeline.objective_scale = objective_scale
+        self.pipeline = IMTPipeline(Float16Classifier(classifier) if half else classifier, discriminator, cfg)
+        self.pipeline.unit_logit_grad = half
         self.emit_transformed = emit_transformed
         self.uint8_input = uint8_input
-        self.half = half
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = images.permute(0, 3, 1, 2).to(torch.float32) / 255.0 if self.uint8_input else images
-        if self.half:
-            x = x.to(torch.float16)
         logits, p, x_t = self.pipeline(x)
-        outs = (logits.float(), p.float()) + ((x_t.float(),) if self.emit_transformed else ())
-        return outs
+        return (logits, p) + ((x_t,) if self.emit_transformed else ())
 
 
 class ClassifierFunction(nn.Module):

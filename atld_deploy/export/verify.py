@@ -113,7 +113,8 @@ def verify_artifacts(
     if "onnxruntime" in wanted:
         for key, entry in manifest.graphs.items():
             runner = onnxruntime_runner(art / entry.file, expose=[TRANSFORMED] if key.startswith("pipeline") else [])
-            entries.append(check_graph_parity(key, "onnxruntime", entry.precision, runner, run.classifier, run.discriminator, cfg, x, ref_cache=refs))
+            entries.append(check_graph_parity(key, "onnxruntime", entry.precision, runner, run.classifier, run.discriminator, cfg, x,
+                                              ref_cache=refs, n_real=info["real"]))
     if "tensorrt" in wanted:
         missing = tensorrt_status()
         if missing:
@@ -129,7 +130,8 @@ def verify_artifacts(
                 graph_kind = "classifier" if src == "classifier" else src
                 runner = tensorrt_runner(art / eng.file)
                 sizes = sorted({eng.min_batch, min(eng.opt_batch, eng.max_batch), min(3, eng.max_batch)})
-                entries.append(check_graph_parity(graph_kind, "tensorrt", eng.precision, runner, run.classifier, run.discriminator, cfg, x, batch_sizes=sizes, ref_cache=refs))
+                entries.append(check_graph_parity(graph_kind, "tensorrt", eng.precision, runner, run.classifier, run.discriminator, cfg, x, batch_sizes=sizes, ref_cache=refs,
+                                                  n_real=info["real"]))
                 entries[-1].graph = f"{key} (engine)"
     info["seconds"] = round(time.perf_counter() - t0, 2)
     report = ParityReport(entries=entries, inputs=info, skipped=skipped)

@@ -24,19 +24,19 @@ PARITY_ARGS = ["--parity-real", "96", "--parity-random", "16"]
 
 @pytest.fixture(scope="session")
 def exported(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, str]:
-    """`atld-deploy export RUN --out ART --trt`: returns (ART, exit code, stderr). Without TensorRT the export
-    must still write and verify the ONNX artifacts and then exit non-zero."""
+    """`atld-deploy export RUN --out ART --fp16 --trt`: returns (ART, exit code, stderr). Without TensorRT the
+    export must still write and verify the ONNX artifacts (the float16 pipeline included) and exit non-zero."""
     art = tmp_path_factory.mktemp("art") / "art"
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
-        rc = main(["export", str(tiny_run), "--out", str(art), "--trt", "--max-batch", "64", *PARITY_ARGS])
+        rc = main(["export", str(tiny_run), "--out", str(art), "--fp16", "--trt", "--max-batch", "64", *PARITY_ARGS])
     return art, rc, err.getvalue()
 
 
 def test_export_writes_every_file_and_passes(exported: tuple[Path, int, str]) -> None:
     art = exported[0]
     m = Manifest.load(art)  # checks every SHA-256
-    assert set(m.graphs) == {"classifier", "discriminator", "pipeline"}
+    assert set(m.graphs) == {"classifier", "discriminator", "pipeline", "pipeline_fp16"}
     assert m.verified is True
     assert m.imt == {"mode": "plus", "eps": 0.2, "band": [0.3, 0.7], "factor": 0.5}
     assert [t.name for t in m.graphs["pipeline"].outputs] == ["logits", "p_natural"]
@@ -47,6 +47,7 @@ def test_export_writes_every_file_and_passes(exported: tuple[Path, int, str]) ->
     assert report["passed"] is True and report["inputs"]["real"] == 96
     pipe = next(e for e in report["entries"] if e["graph"] == "pipeline")
     assert pipe["label_agreement"] >= 0.999 and pipe["sign_agreement"] >= 0.999
+    assert pipe["label_scope"] == "real test images" and pipe["label_agreement_random"] >= 0.999
     import onnx
 
     model = onnx.load(str(art / "pipeline.onnx"))
@@ -60,6 +61,28 @@ def test_export_writes_every_file_and_passes(exported: tuple[Path, int, str]) ->
             assert a["kernel_shape"][0] < a["strides"][0], n.name
     assert any(n.op_type == "DepthToSpace" for n in model.graph.node)
     assert not any(n.op_type == "LessOrEqual" for n in model.graph.node)  # ReLU-backward masks are Mul now
+
+
+def test_float16_pipeline_is_float16_inside_float32_outside_and_verified(exported: tuple[Path, int, str]) -> None:
+    import onnx
+
+    art = exported[0]
+    m = Manifest.load(art)
+    entry = m.graphs["pipeline_fp16"]
+    assert entry.precision == "fp16"
+    assert [(t.name, t.dtype) for t in entry.inputs] == [("images", "float32")]
+    assert [(t.name, t.dtype) for t in entry.outputs] == [("logits", "float32"), ("p_natural", "float32")]
+    model = onnx.load(str(art / entry.file))
+    f16 = {i.name for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT16}
+    convs = [n for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose")]
+    assert convs and all(n.input[1] in f16 for n in convs)  # every convolution (forward and backward) in float16
+    gemm_weights = [n.input[1] for n in model.graph.node if n.op_type in ("Gemm", "MatMul")]
+    assert any(w not in f16 for w in gemm_weights)  # the discriminator stays float32
+    report = json.loads((art / PARITY).read_text())
+    e16 = next(e for e in report["entries"] if e["graph"] == "pipeline_fp16")
+    assert e16["passed"] and e16["precision"] == "fp16"
+    assert e16["label_agreement"] >= 0.99 and e16["sign_agreement"] >= 0.97
+    assert e16["outputs"]["logits"]["mean_abs"] <= 1e-2 * e16["outputs"]["logits"]["ref_scale"]
 
 
 @pytest.mark.parametrize("batch", [1, 3, 64])

@@ -37,3 +37,18 @@ def test_engines_are_built_with_matching_sidecars(engines: Path) -> None:
 def test_engine_parity_with_pytorch(engines: Path) -> None:
     report = verify_artifacts(engines, backends=["tensorrt"], n_real=128, n_random=32)
     assert report.passed, report.table()
+
+
+def test_fp16_engine_is_built_from_the_float16_graph_and_passes_fp16_parity(
+        request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    missing = tensorrt_status()
+    if missing:
+        pytest.skip(f"needs TensorRT and a CUDA GPU: {missing}")
+    art = tmp_path / "art16"
+    export_run(request.getfixturevalue("tiny_run"), art, trt=True, precision="fp16", min_batch=1, opt_batch=16, max_batch=64)
+    m = Manifest.load(art)
+    assert m.engines["pipeline"].source_graph == "pipeline_fp16" and m.engines["pipeline"].precision == "fp16"
+    report = verify_artifacts(art, backends=["tensorrt"], n_real=128, n_random=32)
+    assert report.passed, report.table()
+    entry = next(e for e in report.entries if e.graph.startswith("pipeline"))
+    assert entry.precision == "fp16" and entry.sign_agreement is not None and entry.sign_agreement >= 0.97

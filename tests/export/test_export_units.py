@@ -185,3 +185,21 @@ def test_graph_rewrites_keep_the_function() -> None:
     assert sorted(n.op_type for n in model.graph.node) == ["Cast", "Conv", "DepthToSpace", "Greater", "Mul", "Relu"]
     after = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)[0]
     assert np.abs(after - before).max() < 1e-5
+
+
+def test_labels_are_judged_on_real_images_and_random_ones_reported() -> None:
+    from atld_deploy.export.parity import compare
+
+    ref = np.zeros((20, 10), np.float32)
+    ref[np.arange(16), np.arange(16) % 10] = 3.0  # 16 real images: clear winners
+    ref[16:, 0] = 0.01  # 4 random images: near ties between classes 0 and 1
+    got = {"logits": ref.copy()}
+    got["logits"][17:, 1] = 0.02  # 3 of them flip, by an error far inside the float16 bound
+    res = compare("pipeline_fp16", "onnxruntime", "fp16", {"logits": ref}, got, None, n_real=16)
+    assert res.passed and res.label_agreement == 1.0 and res.label_scope == "real test images"
+    assert res.label_agreement_random == 0.25
+    alone = compare("pipeline_fp16", "onnxruntime", "fp16", {"logits": ref}, got, None, n_real=0)  # no real images
+    assert alone.label_scope == "all images" and alone.label_agreement == 17 / 20
+    assert not alone.passed and "labels agree on 85.00% < 99.0% (all images)" in alone.failures[0]
+    got["logits"][0, 5] = 3.5  # a real image flips: judged, fails
+    assert not compare("pipeline_fp16", "onnxruntime", "fp16", {"logits": ref}, got, None, n_real=16).passed

@@ -113,3 +113,40 @@ def test_pipeline_stays_in_eval_mode() -> None:
     assert not f.training and not d.training
     logits, p, xt = pipe(torch.rand(2, 1, 8, 8))
     assert logits.shape == (2, 10) and p.shape == (2,) and xt.shape == (2, 1, 8, 8)
+
+
+def test_unit_logit_grad_rescales_each_example_and_keeps_every_sign() -> None:
+    from atld_deploy.imt import natural_gradient
+
+    f, d = _tiny_pair()
+    x = torch.rand(5, 1, 8, 8)
+    g, p = natural_gradient(f, d, x)
+    gu, pu = natural_gradient(f, d, x, unit_logit_grad=True)
+    assert torch.equal(p, pu)
+    assert torch.equal(torch.sign(gu), torch.sign(g))
+    ratio = (gu / g)[g.abs() > 1e-12].flatten()  # one positive factor per example: here all of them differ
+    for i in range(5):
+        r = (gu[i] / g[i])[g[i].abs() > 1e-12]
+        assert (r > 0).all() and torch.allclose(r, r[0].expand_as(r), rtol=1e-3)
+    assert len(ratio) > 0
+
+
+def test_float16_pipeline_step_survives_a_confident_discriminator() -> None:
+    """With p_natural within 1e-7 of 1, d log p / d logits is ~1e-7: cast to float16 as it is, it underflows and
+    the step vanishes; rescaled to unit size per example (what the float16 export does) it matches float32."""
+    from atld_deploy.export.trace import PipelineFunction
+
+    f, d = _tiny_pair()
+    with torch.no_grad():
+        d.head.bias[0] += 16.0  # natural logit ~16: 1 - p ~ 1e-7
+    x = torch.rand(8, 1, 8, 8) * 0.6 + 0.2  # away from the clamp
+    cfg = IMTConfig(mode="plain", eps=0.05)
+    _, p_ref, x_ref = PipelineFunction(f, d, cfg, emit_transformed=True)(x)
+    assert (1 - p_ref).max() < 1e-5
+    half = PipelineFunction(f, d, cfg, emit_transformed=True, half=True)
+    logits, p, x_t = half(x)
+    assert logits.dtype == p.dtype == x_t.dtype == torch.float32
+    assert (torch.sign(x_t - x) == torch.sign(x_ref - x)).float().mean() > 0.95
+    half.pipeline.unit_logit_grad = False  # the gradient as float16 sees it without the rescale
+    _, _, x_raw = half(x)
+    assert (x_raw == x).float().mean() > 0.5  # most of the step underflowed to sign(0) = 0
