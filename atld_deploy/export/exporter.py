@@ -125,10 +125,22 @@ def _finish_graph(tmp: Path, key: str, path: Path, emit_transformed: bool, meta:
     log.info("%s: %d nodes, %.1f MB", path.name, len(model.graph.node), path.stat().st_size / 1e6)
 
 
-def _copy_run(run_dir: Path, dest: Path) -> None:
+def _copy_run(run_dir: Path, dest: Path) -> dict[str, str]:
+    """Copy the run's config, classes and weights to `dest`; returns their SHA-256s for the manifest."""
     dest.mkdir(parents=True)
     for name in (CONFIG, CLASSES, CLASSIFIER, DISCRIMINATOR):
         shutil.copy2(run_dir / name, dest / name)
+    return {name: sha256_file(dest / name) for name in (CONFIG, CLASSES, CLASSIFIER, DISCRIMINATOR)}
+
+
+def _is_artifact(path: Path) -> bool:
+    return (path / MANIFEST).is_file()
+
+
+def _failed_name(out: Path) -> Path:
+    """Where an export that failed parity goes when `out` already holds artifacts: beside it, never over it."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return out.with_name(f"{out.name}.failed-parity-{stamp}-{uuid.uuid4().hex[:4]}")
 
 
 def _swap_in(tmp: Path, out: Path) -> None:
@@ -172,7 +184,9 @@ def export_run(
         The saved `Manifest` (`verified` True when parity passed).
     Raises:
         CheckpointError: bad run directory. ExportError: tracing, static checks or writing failed (the
-        previous `out_dir` is intact). ParityError: written, but parity failed (manifest `verified: false`).
+        previous `out_dir` is intact). ParityError: written, but parity failed (manifest `verified: false`):
+        into `out_dir` when it held no artifacts, else beside it as `<out_dir>.failed-parity-<time>`, so the
+        previous artifacts stay intact and nothing is deleted.
         EngineError: `trt` asked for on a machine without TensorRT/GPU (the ONNX artifacts are written).
     """
     opts = options or ExportOptions(imt_mode=imt_mode, eps=eps, trt=trt, **kw)
@@ -199,15 +213,19 @@ def export_run(
 
             report = verify_artifacts(tmp, backends=["onnxruntime"], n_real=opts.parity_real, n_random=opts.parity_random)
             manifest = Manifest.load(tmp, check_hashes=False)
-        _swap_in(tmp, out)
+        failed = report is not None and not report.passed
+        written = _failed_name(out) if failed and _is_artifact(out) else out
+        _swap_in(tmp, written)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    log.info("exported %s -> %s in %.0f s", run_dir, out, time.perf_counter() - t_start)
+    log.info("exported %s -> %s in %.0f s", run_dir, written, time.perf_counter() - t_start)
     if report is not None:
         echo(report.table())
-        if not report.passed:
-            raise ParityError(f"parity failed for {out} (details in {out / 'parity.json'}); the artifacts are kept and marked verified: false")
+        if failed:
+            kept = f"; {out} still holds the previous artifacts" if written != out else ""
+            raise ParityError(f"parity failed: the new artifacts are in {written}, marked verified: false (details in "
+                              f"{written / 'parity.json'}){kept}; nothing was deleted")
     if opts.trt:
         from .trt import tensorrt_status
 
@@ -254,8 +272,8 @@ def _build(run: Run, run_dir: Path, tmp: Path, cfg: IMTConfig, opts: ExportOptio
         ins, outs = _specs(k, c, s, spec_key, opts.emit_transformed)
         graphs[key] = GraphEntry(path.name, ins, outs, sha256_file(path), precision)
         log.info("exported %s in %.0f s", key, time.perf_counter() - t0)
-    _copy_run(run_dir, tmp / RUN_DIR)
-    manifest = Manifest(FORMAT_VERSION, classes, inp, imt, graphs, {}, False, producer, run_info)
+    run_files = _copy_run(run_dir, tmp / RUN_DIR)
+    manifest = Manifest(FORMAT_VERSION, classes, inp, imt, graphs, {}, False, producer, run_info, run_files)
     manifest.save(tmp)
     return manifest
 

@@ -111,6 +111,7 @@ class Manifest:
     verified: bool = False
     producer: dict[str, Any] = field(default_factory=dict)
     run: dict[str, Any] = field(default_factory=dict)
+    run_files: dict[str, str] = field(default_factory=dict)  # ART/run/<name> -> SHA-256 (the torch backend's weights)
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -135,6 +136,7 @@ class Manifest:
                 verified=bool(d.get("verified", False)),
                 producer=dict(d.get("producer", {})),
                 run=dict(d.get("run", {})),
+                run_files={str(k): str(v) for k, v in d["run_files"].items()},
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ExportError(f"{where} is incomplete or malformed ({type(e).__name__}: {e}); {REEXPORT_HINT}") from e
@@ -158,10 +160,16 @@ class Manifest:
         return m
 
     def check_files(self, art_dir: str | Path) -> None:
-        """Check that every graph and engine file exists and matches its recorded SHA-256."""
+        """Check that every graph, engine and run/ file exists and matches its recorded SHA-256.
+
+        A missing `run/` directory as a whole is allowed (artifacts shipped for ONNX Runtime/TensorRT only; the
+        PyTorch backend and `verify` then say they need it); a `run/` with a changed or missing file is not.
+        """
         art = Path(art_dir)
         entries: list[tuple[str, str]] = [(g.file, g.sha256) for g in self.graphs.values()]
         entries += [(e.file, e.sha256) for e in self.engines.values()]
+        if (art / RUN_DIR).exists():
+            entries += [(f"{RUN_DIR}/{name}", digest) for name, digest in self.run_files.items()]
         for name, digest in entries:
             p = art / name
             if not p.is_file():

@@ -197,3 +197,38 @@ def test_existing_non_artifact_out_is_not_replaced(exported: tuple[Path, int, st
     with pytest.raises(ExportError, match="is not an atld-deploy artifact directory"):
         _swap_in(new, out)
     assert (out / "notes.txt").read_text() == "keep me" and not (out / MANIFEST).exists()
+
+
+def test_modified_run_copy_is_a_hash_mismatch(exported: tuple[Path, int, str], tmp_path: Path) -> None:
+    art = tmp_path / "art"
+    shutil.copytree(exported[0], art)
+    assert set(Manifest.load(art).run_files) == {"config.json", "classes.json", "classifier.safetensors",
+                                                  "discriminator.safetensors"}
+    weights = art / RUN_DIR / "classifier.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0x01  # one bit of one weight: the torch backend would silently serve another model
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ExportError, match=r"run/classifier\.safetensors has SHA-256 .* re-export"):
+        Manifest.load(art)
+
+
+def test_failed_parity_never_replaces_previous_artifacts(exported: tuple[Path, int, str], tiny_run: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from atld_deploy.export import parity
+
+    art = tmp_path / "art"
+    shutil.copytree(exported[0], art)
+    before = {p.relative_to(art): p.read_bytes() for p in art.rglob("*") if p.is_file()}
+    # a bar no float computation meets: this export's (real) parity check fails
+    monkeypatch.setitem(parity.THRESHOLDS, "fp32", dataclasses.replace(parity.THRESHOLDS["fp32"], abs_err=0.0))
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = main(["export", str(tiny_run), "--out", str(art), "--parity-real", "16", "--parity-random", "4"])
+    assert rc == 2
+    assert {p.relative_to(art): p.read_bytes() for p in art.rglob("*") if p.is_file()} == before
+    (failed,) = [p for p in tmp_path.iterdir() if p.name.startswith("art.failed-parity-")]
+    assert f"the new artifacts are in {failed}" in err.getvalue() and "still holds the previous artifacts" in err.getvalue()
+    m = Manifest.load(failed)
+    assert m.verified is False and not json.loads((failed / PARITY).read_text())["passed"]
