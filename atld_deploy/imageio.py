@@ -17,8 +17,10 @@ import importlib.util
 import io
 import logging
 import os
+import stat
 import struct
 import threading
+import zlib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -68,34 +70,44 @@ def decode_image(path: str | Path, channels: int, size: int) -> np.ndarray:
         DataError: the file is missing, unreadable, empty, truncated or not an image.
     """
     try:
-        data = _read_file(path)
+        data = _read_small_file(path)
     except FileNotFoundError as e:
         raise DataError(f"{path}: no such file") from e
     except OSError as e:
         raise DataError(f"{path}: cannot read file ({e.strerror or e})") from e
+    if data is None:  # large or not a regular file: Pillow reads what it needs from the path
+        return _decode_pillow(path, channels, size, path)
     a = _decode_png_fast(data, channels, size) if png_fast_path_applies(data, channels, size) else None
     if a is None:
-        a = _decode_pillow(data, channels, size, path)
+        a = _decode_pillow(io.BytesIO(data), channels, size, path)
     return a
 
 
-def _read_file(path: str | Path) -> bytes:
-    """The whole file (os.read: a third of `open().read()`'s cost, which shows on folders of tiny images)."""
+_SMALL_FILE = 64 << 20  # read whole (for the PNG fast path) only regular files up to this size
+
+
+def _read_small_file(path: str | Path) -> bytes | None:
+    """The whole file if it is a regular file of at most 64 MiB, else None (a video, a device behind a symlink:
+    never read whole). os.read: a third of `open().read()`'s cost, which shows on folders of tiny images."""
     fd = os.open(path, _O_READ)
     try:
-        parts = [os.read(fd, max(os.fstat(fd).st_size, 1))]
-        while parts[-1]:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > _SMALL_FILE:
+            return None
+        parts = [os.read(fd, max(st.st_size, 1))]
+        while parts[-1] and sum(map(len, parts)) <= _SMALL_FILE:  # a file that grew while read: stop at the cap
             parts.append(os.read(fd, 1 << 20))
     finally:
         os.close(fd)
     return parts[0] if len(parts) == 2 else b"".join(parts)
 
 
-def _decode_pillow(data: bytes, channels: int, size: int, path: str | Path) -> np.ndarray:
+def _decode_pillow(source: io.BytesIO | str | Path, channels: int, size: int, path: str | Path) -> np.ndarray:
+    """Pillow's decode of `source` (the file's bytes, or its path); `path` names the file in errors."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(source) as img:
             img.seek(0)
             img = ImageOps.exif_transpose(img)
             img.load()
@@ -111,25 +123,50 @@ def _decode_pillow(data: bytes, channels: int, size: int, path: str | Path) -> n
 
 
 def png_fast_path_applies(data: bytes, channels: int, size: int) -> bool:
-    """True for a complete 8-bit gray (or, for 3 channels, RGB) non-interlaced PNG of exactly size x size with only
-    inert chunks.
+    """True for a sound, complete 8-bit gray (or, for 3 channels, RGB) non-interlaced PNG of exactly size x size
+    with only inert chunks: everything else goes to Pillow.
 
     RGB -> gray stays with Pillow (its luma weights are not libpng's), and so does anything needing a resize.
+    "Sound" is checked here, not left to libpng: torchvision's decode_png crashes the process (segfault, not an
+    exception) when libpng fails while reading rows -- a bad CRC, corrupt or short compressed data, a bad filter
+    byte -- so every chunk's CRC is verified and the image data inflated and measured before it is called.
     """
     if len(data) < 33 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR":
         return False
     width, height, depth, colour, _, _, interlace = struct.unpack_from(">IIBBBBB", data, 16)
     if (width, height, depth, interlace) != (size, size, 8, 0) or colour not in ((_GRAY,) if channels == 1 else (_GRAY, _RGB)):
         return False
-    pos = 8
-    while pos + 8 <= len(data):
+    pos, idat, idat_done = 8, [], False
+    while pos + 12 <= len(data):
         length, kind = struct.unpack_from(">I4s", data, pos)
-        if kind not in _INERT_PNG_CHUNKS:
+        end = pos + 12 + length
+        if kind not in _INERT_PNG_CHUNKS or end > len(data):
             return False
+        if zlib.crc32(data[pos + 4 : end - 4]) != struct.unpack_from(">I", data, end - 4)[0]:
+            return False
+        if kind == b"IDAT":
+            if idat_done:
+                return False  # IDAT chunks must be consecutive
+            idat.append(data[pos + 8 : end - 4])
+        elif idat:
+            idat_done = True
         if kind == b"IEND":
-            return True
-        pos += 12 + length
+            return _image_data_is_sound(b"".join(idat), width, height, 1 if colour == _GRAY else 3)
+        pos = end
     return False  # truncated: Pillow reports it
+
+
+def _image_data_is_sound(compressed: bytes, width: int, height: int, samples: int) -> bool:
+    """The zlib stream is complete and holds exactly `height` rows of one valid filter byte + width*samples bytes."""
+    row = 1 + width * samples
+    inflater = zlib.decompressobj()
+    try:
+        raw = inflater.decompress(compressed, row * height + 1)
+    except zlib.error:
+        return False
+    if not inflater.eof or inflater.unused_data or inflater.unconsumed_tail or len(raw) != row * height:
+        return False
+    return max(raw[::row], default=0) <= 4  # filter types 0-4
 
 
 def _decode_png_fast(data: bytes, channels: int, size: int) -> np.ndarray | None:
@@ -152,8 +189,8 @@ def _libpng_decoder() -> Callable[[bytes, int], np.ndarray] | None:
 
     The op is registered by torchvision's image extension. `import torchvision` would register it too but costs
     2-3 s (it imports every model and data set module), so the extension library is loaded directly, the way
-    `torchvision.io` itself loads it; a torchvision whose op behaves differently fails the self-test and
-    every file goes to Pillow.
+    `torchvision.io` itself loads it; a torchvision whose op behaves differently (or no longer has it: its image
+    ops are slated to move out of torchvision) fails the self-test and every file goes to Pillow.
     """
     if not _decoder:
         with _decoder_lock:
@@ -185,7 +222,7 @@ def _load_libpng_decoder() -> Callable[[bytes, int], np.ndarray] | None:
         _self_test(decode)
         return decode
     except Exception as e:  # noqa: BLE001 - any failure just means Pillow decodes every file
-        log.debug("libpng fast path unavailable (%s: %s); Pillow decodes every PNG", type(e).__name__, e)
+        log.info("libpng fast path unavailable (%s: %s); Pillow decodes every PNG", type(e).__name__, e)
         return None
 
 
@@ -207,7 +244,7 @@ def _self_test(decode: Callable[[bytes, int], np.ndarray]) -> None:
         Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(buf, "PNG")
         data = buf.getvalue()
         for channels in (1, 3) if mode == "L" else (3,):
-            want = _decode_pillow(data, channels, 5, "self-test.png")
+            want = _decode_pillow(io.BytesIO(data), channels, 5, "self-test.png")
             got = decode(data, channels)
             if got.shape != want.shape or got.dtype != np.uint8 or not np.array_equal(got, want):
                 raise ValueError(f"decode_png disagrees with Pillow on a {mode} PNG read as {channels} channel(s)")

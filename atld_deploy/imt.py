@@ -7,8 +7,8 @@ One signed-gradient step that moves each input towards what the discriminator ca
     m   = factor if band[0] < p < band[1] else 1   (IMT+; plain IMT uses m = 1)
     x_t = clamp(x + m * eps * sign(g), 0, 1)
 
-Summing (not averaging) keeps each example's gradient independent of its batch; the float16 export also
-rescales each example's logit gradient to unit size (`unit_logit_grad`), which changes no sign. The code is plain autograd, so `make_fx` can trace it to forward ATen ops for ONNX export.
+Summing (not averaging) keeps each example's gradient independent of its batch; the float16 export
+also rescales each example's logit gradient to unit size (`unit_logit_grad`), which changes no sign. The code is plain autograd, so `make_fx` can trace it to forward ATen ops for ONNX export.
 """
 
 from __future__ import annotations

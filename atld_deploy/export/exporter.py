@@ -185,7 +185,7 @@ def export_run(
     Raises:
         CheckpointError: bad run directory. ExportError: tracing, static checks or writing failed (the
         previous `out_dir` is intact). ParityError: written, but parity failed (manifest `verified: false`):
-        into `out_dir` when it held no artifacts, else beside it as `<out_dir>.failed-parity-<time>`, so the
+        into `out_dir` when it held no artifacts, else beside it as `<out_dir>.failed-parity-<time>-<id>`, so the
         previous artifacts stay intact and nothing is deleted.
         EngineError: `trt` asked for on a machine without TensorRT/GPU (the ONNX artifacts are written).
     """

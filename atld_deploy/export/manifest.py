@@ -27,7 +27,7 @@ from ..io import read_json, sha256_file, write_json_atomic
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: run_files (hashes of the run/ copy)
 RUN_DIR = "run"
 PARITY = "parity.json"
 BATCH = "batch"  # the name of the dynamic batch dimension in every graph

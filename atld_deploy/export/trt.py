@@ -112,9 +112,10 @@ def build_engine(onnx_path: Path, engine_path: Path, sidecar_path: Path, spec: E
     builder = trt.Builder(logger)
     # TensorRT 10: networks are always explicit-batch (EXPLICIT_BATCH is deprecated and ignored), and
     # STRONGLY_TYPED makes the float16 graph's own types decide the precision. TensorRT 11: EXPLICIT_BATCH is
-    # removed and every network is strongly typed (STRONGLY_TYPED is deprecated and ignored), so no flag.
+    # removed and every network is strongly typed (STRONGLY_TYPED is kept, deprecated and ignored). So the flag
+    # is set wherever it exists, whatever the version string says.
     flags = 0
-    if spec.precision == "fp16" and trt_major(trt) < 11:
+    if spec.precision == "fp16" and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)

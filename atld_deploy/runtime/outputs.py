@@ -12,10 +12,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-from json.encoder import encode_basestring_ascii
 import logging
 import os
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Protocol, Sequence
 

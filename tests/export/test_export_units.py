@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from atld_deploy.errors import EngineError, ExportError
 from atld_deploy.export.checks import check_graph
-from atld_deploy.export.manifest import GraphEntry, Manifest, TensorSpec, input_spec
+from atld_deploy.export.manifest import FORMAT_VERSION, GraphEntry, Manifest, TensorSpec, input_spec
 from atld_deploy.export.parity import step_sign_agreement
 from atld_deploy.export.rewrite import conv_transpose_as_conv
 from atld_deploy.export.trt import check_engine_sidecar, tensorrt_status
@@ -95,7 +95,7 @@ def test_check_refuses_custom_domain_and_bad_opset() -> None:
 def _manifest(d: Path) -> Manifest:
     (d / "g.onnx").write_bytes(b"graph")
     spec = TensorSpec("images", "float32", ["batch", 1, 8, 8], "images")
-    return Manifest(1, ["a", "b"], input_spec(1, 8, "resize"), {"mode": "plus", "eps": 0.1, "band": [0.3, 0.7], "factor": 0.5},
+    return Manifest(FORMAT_VERSION, ["a", "b"], input_spec(1, 8, "resize"), {"mode": "plus", "eps": 0.1, "band": [0.3, 0.7], "factor": 0.5},
                     {"classifier": GraphEntry("g.onnx", [spec], [spec], sha256_file(d / "g.onnx"))})
 
 
@@ -114,7 +114,7 @@ def test_manifest_round_trip_and_errors(tmp_path: Path) -> None:
         Manifest.load(tmp_path)
     d = json.loads((tmp_path / "manifest.json").read_text())
     (tmp_path / "manifest.json").write_text(json.dumps(dict(d, format_version=99)))
-    with pytest.raises(ExportError, match="format_version 99, this atld-deploy reads 1"):
+    with pytest.raises(ExportError, match=f"format_version 99, this atld-deploy reads {FORMAT_VERSION}"):
         Manifest.load(tmp_path, check_hashes=False)
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(ExportError, match="is not valid JSON"):
@@ -201,5 +201,7 @@ def test_labels_are_judged_on_real_images_and_random_ones_reported() -> None:
     alone = compare("pipeline_fp16", "onnxruntime", "fp16", {"logits": ref}, got, None, n_real=0)  # no real images
     assert alone.label_scope == "all images" and alone.label_agreement == 17 / 20
     assert not alone.passed and "labels agree on 85.00% < 99.0% (all images)" in alone.failures[0]
+    strict = compare("pipeline", "onnxruntime", "fp32", {"logits": ref}, got, None, n_real=16)  # fp32: all judged
+    assert strict.label_scope == "all images" and not strict.passed
     got["logits"][0, 5] = 3.5  # a real image flips: judged, fails
     assert not compare("pipeline_fp16", "onnxruntime", "fp16", {"logits": ref}, got, None, n_real=16).passed

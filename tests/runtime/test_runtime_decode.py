@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import os
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -152,7 +154,7 @@ def test_libpng_fast_path_gives_pillows_pixels_with_every_inert_chunk(mode: str,
         data = _with_chunks(_png(rng.integers(0, 256, shape, dtype=np.uint8), mode), chunks)
         assert imageio.png_fast_path_applies(data, channels, 8), chunks
         fast = imageio._decode_png_fast(data, channels, 8)
-        want = imageio._decode_pillow(data, channels, 8, "x.png")
+        want = imageio._decode_pillow(io.BytesIO(data), channels, 8, "x.png")
         assert fast is not None and fast.dtype == np.uint8 and fast.shape == want.shape == (8, 8, channels)
         np.testing.assert_array_equal(fast, want, err_msg=str([k for k, _ in chunks]))
 
@@ -185,6 +187,61 @@ def test_pixel_changing_pngs_stay_with_pillow_and_decode_as_before(tmp_path: Pat
 
 
 def test_a_decode_png_that_disagrees_with_pillow_fails_the_self_test() -> None:
-    imageio._self_test(lambda data, channels: imageio._decode_pillow(data, channels, 5, "ok.png"))  # agrees: passes
+    imageio._self_test(lambda data, channels: imageio._decode_pillow(io.BytesIO(data), channels, 5, "ok.png"))  # agrees
     with pytest.raises(ValueError, match="disagrees with Pillow"):
-        imageio._self_test(lambda data, channels: imageio._decode_pillow(data, channels, 5, "x.png")[::-1])
+        imageio._self_test(lambda data, channels: imageio._decode_pillow(io.BytesIO(data), channels, 5, "x.png")[::-1])
+
+
+def _damaged_pngs(gray: np.ndarray) -> dict[str, bytes]:
+    """PNGs that are damaged inside their image data, each with every CRC but the named one correct."""
+    rows = b"".join(b"\x00" + r.tobytes() for r in gray)
+    ihdr = struct.pack(">IIBBBBB", gray.shape[1], gray.shape[0], 8, 0, 0, 0, 0)
+
+    def png(idat: bytes) -> bytes:
+        chunk = lambda k, d: struct.pack(">I", len(d)) + k + d + struct.pack(">I", zlib.crc32(k + d))  # noqa: E731
+        return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+    good = png(zlib.compress(rows))
+    bad_crc = bytearray(good)
+    bad_crc[33 + 8 + len(zlib.compress(rows))] ^= 1  # first byte of IDAT's CRC
+    corrupt = bytearray(zlib.compress(rows))
+    corrupt[4] ^= 0xFF
+    return {
+        "idat crc": bytes(bad_crc),
+        "corrupt deflate data": png(bytes(corrupt)),
+        "short image data": png(zlib.compress(rows[:-5])),
+        "bad filter byte": png(zlib.compress(b"\x07" + rows[1:])),
+        "extra image data": png(zlib.compress(rows + b"\x00" * 9)),
+    }
+
+
+def test_damaged_pngs_never_reach_libpng_and_never_crash(tmp_path: Path) -> None:
+    """torchvision's decode_png segfaults when libpng fails while reading rows; such files must go to Pillow,
+    which decodes them or reports them. Run in a child process, so a crash fails this test instead of pytest."""
+    gray = (np.arange(64, dtype=np.uint8).reshape(8, 8) * 3)
+    for name, data in _damaged_pngs(gray).items():
+        assert not imageio.png_fast_path_applies(data, 1, 8), name
+        (tmp_path / f"{name.replace(' ', '_')}.png").write_bytes(data)
+    script = (
+        "import sys, pathlib\n"
+        "from atld_deploy.imageio import decode_image\n"
+        "from atld_deploy.errors import DataError\n"
+        "for p in sorted(pathlib.Path(sys.argv[1]).iterdir()):\n"
+        "    try:\n"
+        "        decode_image(p, 1, 8); print(p.name, 'decoded')\n"
+        "    except DataError as e:\n"
+        "        print(p.name, 'error')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(done.stdout.splitlines()) == 5
+
+
+def test_huge_or_special_files_are_not_read_whole(tmp_path: Path) -> None:
+    assert imageio._read_small_file("/dev/zero") is None  # a device (say, behind a symlink): never read whole
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as f:
+        f.truncate(imageio._SMALL_FILE + 1)  # sparse: no disk used
+    assert imageio._read_small_file(big) is None
+    with pytest.raises(DataError, match="big.bin: cannot decode image"):
+        decode_image(big, 1, 8)  # Pillow reads its header from the path and reports it
