@@ -133,8 +133,9 @@ def png_fast_path_applies(data: bytes, channels: int, size: int) -> bool:
     """
     if len(data) < 33 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR":
         return False
-    width, height, depth, colour, _, _, interlace = struct.unpack_from(">IIBBBBB", data, 16)
-    if (width, height, depth, interlace) != (size, size, 8, 0) or colour not in ((_GRAY,) if channels == 1 else (_GRAY, _RGB)):
+    width, height, depth, colour, compression, filtering, interlace = struct.unpack_from(">IIBBBBB", data, 16)
+    if (width, height, depth, compression, filtering, interlace) != (size, size, 8, 0, 0, 0) or colour not in (
+            (_GRAY,) if channels == 1 else (_GRAY, _RGB)):
         return False
     pos, idat, idat_done = 8, [], False
     while pos + 12 <= len(data):
