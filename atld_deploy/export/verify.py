@@ -101,6 +101,12 @@ def verify_artifacts(
     for b in wanted:
         if b not in BACKENDS:
             raise ConfigError(f"unknown backend {b!r}; choose from {', '.join(BACKENDS)} or all")
+    if not manifest.run_dir(art).is_dir():
+        raise ExportError(
+            f"{art} has no run/ copy (the PyTorch reference parity compares against); re-export with "
+            f"`atld-deploy export RUN --out {art}`, or copy RUN's config.json, classes.json and *.safetensors into "
+            f"{manifest.run_dir(art)}"
+        )
     run = load_run(manifest.run_dir(art))
     if run.discriminator is None:
         raise ExportError(f"{manifest.run_dir(art)} has no discriminator; the artifact is incomplete — re-export it")

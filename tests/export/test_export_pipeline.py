@@ -232,3 +232,13 @@ def test_failed_parity_never_replaces_previous_artifacts(exported: tuple[Path, i
     assert f"the new artifacts are in {failed}" in err.getvalue() and "still holds the previous artifacts" in err.getvalue()
     m = Manifest.load(failed)
     assert m.verified is False and not json.loads((failed / PARITY).read_text())["passed"]
+
+
+def test_artifact_without_run_copy_loads_but_verify_asks_for_it(exported: tuple[Path, int, str], tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    art = tmp_path / "art"
+    shutil.copytree(exported[0], art)
+    shutil.rmtree(art / RUN_DIR)  # shipped for ONNX Runtime / TensorRT only
+    Manifest.load(art)  # the graphs' hashes still check out
+    assert main(["verify", str(art)]) == 2
+    assert "has no run/ copy" in capsys.readouterr().err
