@@ -147,7 +147,7 @@ def _swap_in(tmp: Path, out: Path) -> None:
     """Replace `out` by `tmp`: rename old away, rename new in, delete old."""
     old = None
     if out.exists():
-        if not (out / MANIFEST).is_file() and any(out.iterdir()):
+        if not _is_artifact(out) and any(out.iterdir()):
             raise ExportError(f"{out} exists and is not an atld-deploy artifact directory; choose another --out or remove it")
         old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
         os.replace(out, old)

@@ -117,9 +117,14 @@ def test_walk_is_sorted_recursive_includes_any_extension_and_skips_hidden(zoo: P
 
 
 # ---------------------------------------------------------------- the libpng fast path (imageio.py)
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk with its correct CRC."""
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
 def _with_chunks(png: bytes, chunks: list[tuple[bytes, bytes]], after_idat: bool = False) -> bytes:
     """`png` with extra chunks inserted after IHDR (or just before IEND), CRCs correct."""
-    blob = b"".join(struct.pack(">I", len(d)) + k + d + struct.pack(">I", zlib.crc32(k + d)) for k, d in chunks)
+    blob = b"".join(_chunk(k, d) for k, d in chunks)
     at = len(png) - 12 if after_idat else 33
     return png[:at] + blob + png[at:]
 
@@ -198,8 +203,7 @@ def _damaged_pngs(gray: np.ndarray) -> dict[str, bytes]:
     ihdr = struct.pack(">IIBBBBB", gray.shape[1], gray.shape[0], 8, 0, 0, 0, 0)
 
     def png(idat: bytes) -> bytes:
-        chunk = lambda k, d: struct.pack(">I", len(d)) + k + d + struct.pack(">I", zlib.crc32(k + d))  # noqa: E731
-        return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+        return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
 
     good = png(zlib.compress(rows))
     bad_crc = bytearray(good)
