@@ -88,7 +88,7 @@ _SMALL_FILE = 64 << 20  # read whole (for the PNG fast path) only regular files 
 
 def _read_small_file(path: str | Path) -> bytes | None:
     """The whole file if it is a regular file of at most 64 MiB, else None (a video, a device behind a symlink:
-    never read whole). os.read: a third of `open().read()`'s cost, which shows on folders of tiny images."""
+    never read whole). os.read skips the buffered file object, whose cost shows on folders of tiny images."""
     fd = os.open(path, _O_READ)
     try:
         st = os.fstat(fd)

@@ -6,7 +6,8 @@
 Writes a folder of small PNGs (real digits at the model's input size), then alternates `rounds` times:
   raw: `bench`'s measurement (random float32 batches straight into the runner, no decoding);
   e2e: `infer_folder` over the folder (walk + decode on worker threads + batching + inference + JSONL writing).
-Prints the median images/s of each and the ratio (target in issue 4: e2e >= 0.8 x raw), and the peak RSS
+Prints the CPU cost of decoding one file (with the libpng fast path and with Pillow alone), then the median
+images/s of each and the ratio (target in issue 4: e2e >= 0.8 x raw), and the peak RSS
 growth while inferring `files` and `4 x files` images (flat memory: about the same for both).
 Without --artifacts, a tiny ATLD run is trained and exported first (minutes).
 """
@@ -74,6 +75,25 @@ def write_folder(root: Path, n: int, channels: int, size: int) -> Path:
     return root
 
 
+def print_decode_cost(folder: Path, channels: int, size: int) -> None:
+    """CPU per file of `decode_image` (the libpng fast path where it applies) and of Pillow alone, one thread."""
+    import io
+
+    from atld_deploy import imageio
+
+    files = sorted(str(p) for p in folder.rglob("*.png"))
+    pillow = lambda f: imageio._decode_pillow(io.BytesIO(imageio._read_small_file(f)), channels, size, f)  # noqa: E731
+    for name, decode in (("decode_image (fast path)", lambda f: imageio.decode_image(f, channels, size)),
+                         ("Pillow alone", pillow)):
+        best = float("inf")
+        for _ in range(3):
+            c0 = time.process_time()
+            for f in files:
+                decode(f)
+            best = min(best, (time.process_time() - c0) / len(files) * 1e3)
+        print(f"decode CPU per file, {name}: {best:.3f} ms")
+
+
 def make_artifacts(tmp: Path) -> Path:
     from atld_deploy.config import make_config
     from atld_deploy.export import export_run
@@ -100,6 +120,7 @@ def main() -> None:
         art = args.artifacts or make_artifacts(tmp)
         clf = Classifier.load(art, backend=args.backend, device=args.device, batch_size=args.batch)
         small = write_folder(tmp / "small", args.files, clf.channels, clf.size)
+        print_decode_cost(small, clf.channels, clf.size)
         raw_iters = max(5, args.files // args.batch)
         raw, e2e, cpu_raw, cpu_e2e = [], [], [], []
         load0 = os.getloadavg()[0]
