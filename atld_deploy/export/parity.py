@@ -40,8 +40,8 @@ class Thresholds:
     The float16 sign bar (97%) is set by what float16 weights allow at all: on the demo model, float32
     arithmetic with every weight rounded to float16 agrees with the reference on 97.9% of the signs outside
     the band (ReLU gates flip under a 5e-4 relative weight change), the float16 graph on 98.2-98.4%
-    (benchmarks/fp16_floor.py prints these). A broken gradient scores far lower: an underflowed one (sign 0) agrees nowhere, a wrong
-    one about half the time."""
+    (benchmarks/fp16_floor.py prints these). A broken gradient scores far lower: an underflowed one (sign 0)
+    agrees nowhere, a wrong one about half the time."""
 
     label_agreement: float
     sign_agreement: float
