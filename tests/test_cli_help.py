@@ -20,3 +20,4 @@ def test_help_is_light_and_lists_every_command() -> None:
     assert "HEAVY:\n" in out.stdout or out.stdout.rstrip().endswith("HEAVY:"), out.stdout[-300:]
     for command in ("train", "eval", "reproduce", "figures", "export", "verify", "infer", "bench", "merge", "demo"):
         assert f" {command} " in out.stdout, command
+    assert "--version" in out.stdout
