@@ -28,6 +28,7 @@ from .io import read_json
 from .models import Discriminator, create_discriminator, create_model
 
 RUN_FORMAT = 1
+RUN_KIND = "atld-deploy/run"  # the marker in config.json: only a directory carrying it is a run the tool may replace
 CONFIG = "config.json"
 CLASSES = "classes.json"
 CLASSIFIER = "classifier.safetensors"
@@ -35,6 +36,7 @@ DISCRIMINATOR = "discriminator.safetensors"
 METRICS = "metrics.jsonl"
 CHECKPOINT = "checkpoint.pt"
 SUMMARY = "summary.json"
+RUN_FILES = (CONFIG, CLASSES, CLASSIFIER, DISCRIMINATOR, METRICS, CHECKPOINT, SUMMARY)  # everything training writes
 
 
 @dataclass(frozen=True)
@@ -121,4 +123,14 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
 
 
 def run_meta(cfg: TrainConfig, shape: DataShape) -> dict[str, Any]:
-    return {"format": RUN_FORMAT, "config": cfg.to_dict(), "data": shape.__dict__}
+    return {"kind": RUN_KIND, "format": RUN_FORMAT, "config": cfg.to_dict(), "data": shape.__dict__}
+
+
+def is_run_marker(meta: Any) -> bool:
+    """True if parsed `config.json` is a run's: the marker, or (runs written before it) the run format's shape."""
+    if not isinstance(meta, dict):
+        return False
+    if meta.get("kind") == RUN_KIND:
+        return True
+    return "kind" not in meta and meta.get("format") == RUN_FORMAT and isinstance(meta.get("config"), dict) \
+        and isinstance(meta.get("data"), dict) and set(meta) == {"format", "config", "data"}

@@ -10,8 +10,15 @@ import typer
 from ..cli_app import app
 
 
+def _given(ctx: typer.Context, name: str) -> bool:
+    """True if option `name` was set on the command line or through its environment variable."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
+
+
 @app.command()
 def train(
+    ctx: typer.Context,
     out: Path = typer.Option(..., "--out", help="Run directory to create (refused if it holds a run, unless --resume/--overwrite)."),
     dataset: str = typer.Option("digits", help="digits (embedded, no download) | cifar10 | cifar100 | svhn | folder"),
     data_dir: Optional[Path] = typer.Option(None, help="Where the data set lives (cifar/svhn/folder)."),
@@ -37,14 +44,29 @@ def train(
 
     from ..config import make_config
     from ..train import Trainer
+    from ..train.trainer import resumed_config
 
-    cfg = make_config(
-        dataset, data_dir=str(data_dir) if data_dir else None, download=download, method=method, arch=arch,
+    values = dict(
+        dataset=dataset, data_dir=str(data_dir) if data_dir else None, download=download, method=method, arch=arch,
         epochs=epochs, batch_size=batch_size, lr=lr, eps=eps, invariance=invariance, image_size=image_size,
         seed=seed, device=device, amp=amp, channels_last=channels_last,
     )
+    if resume:
+        from ..run import read_run_meta
+
+        # only what the user typed is compared with the stored run; defaults never override it
+        given = {k: v for k, v in values.items() if _given(ctx, k)}
+        stored = read_run_meta(out)[0] if out.is_dir() else None
+        cfg = resumed_config(stored, **given) if stored is not None else None
+    else:
+        cfg = make_config(values.pop("dataset"), **values)
     t0 = time.perf_counter()
-    result = Trainer(cfg, out, resume=resume, overwrite=overwrite, progress=progress).fit()
+    trainer = Trainer(cfg, out, resume=resume, overwrite=overwrite, progress=progress)
+    cfg = trainer.cfg
+    if trainer.finished:
+        typer.echo(f"{out} already finished {trainer.start_epoch}/{cfg.epochs} epochs; pass --epochs N to extend it")
+        return
+    result = trainer.fit()
     if not result.is_main:
         return
     typer.echo(

@@ -1,7 +1,9 @@
 """`export_run`: a run directory -> a verified artifact directory (see manifest.py for the contract).
 
-Everything is built in a temporary directory beside OUT and swapped in at the end (old OUT renamed away,
-new one renamed in, old one deleted), so a failed or interrupted export leaves the previous OUT intact.
+OUT is checked first: it must be absent, empty, or an artifact directory of ours holding nothing else
+(`atld_deploy.owned`); anything else is refused before any work. Everything is built in a temporary
+directory beside OUT and swapped in at the end (old OUT renamed aside, new one renamed in, old one deleted
+only then), so a failed or interrupted export leaves the previous OUT intact.
 """
 
 from __future__ import annotations
@@ -24,9 +26,13 @@ from ..errors import EngineError, ExportError, ParityError
 from ..imageio import RESIZE_POLICY
 from ..imt import IMTConfig
 from ..io import sha256_file
+from ..owned import Owned, Replacement
 from ..run import CLASSES, CLASSIFIER, CONFIG, DISCRIMINATOR, Run, load_run
 from .checks import check_graph
-from .manifest import BATCH, FORMAT_VERSION, MANIFEST, RUN_DIR, EngineEntry, GraphEntry, Manifest, TensorSpec, input_spec
+from .manifest import (
+    BATCH, FORMAT_VERSION, MANIFEST, RUN_DIR, EngineEntry, GraphEntry, Manifest, TensorSpec, artifact_entries,
+    input_spec, is_artifact_manifest,
+)
 from .rewrite import REWRITES, optimize_graph
 from .trace import ClassifierFunction, DiscriminatorFunction, PipelineFunction, export_onnx
 
@@ -133,8 +139,15 @@ def _copy_run(run_dir: Path, dest: Path) -> dict[str, str]:
     return {name: sha256_file(dest / name) for name in (CONFIG, CLASSES, CLASSIFIER, DISCRIMINATOR)}
 
 
+ARTIFACT_DIR = Owned("artifact", MANIFEST, is_artifact_manifest, artifact_entries, ExportError, "--out")
+
+
 def _is_artifact(path: Path) -> bool:
-    return (path / MANIFEST).is_file()
+    """True if `path` holds artifacts of ours that may be replaced (False when absent, empty or foreign)."""
+    try:
+        return ARTIFACT_DIR.check_replaceable(path)
+    except ExportError:
+        return False
 
 
 def _failed_name(out: Path) -> Path:
@@ -144,21 +157,19 @@ def _failed_name(out: Path) -> Path:
 
 
 def _swap_in(tmp: Path, out: Path) -> None:
-    """Replace `out` by `tmp`: rename old away, rename new in, delete old."""
-    old = None
-    if out.exists():
-        if not _is_artifact(out) and any(out.iterdir()):
-            raise ExportError(f"{out} exists and is not an atld-deploy artifact directory; choose another --out or remove it")
-        old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(out, old)
+    """Replace `out` by `tmp`: checked again (it may have changed during the export), old renamed aside,
+    new renamed in, old deleted only then."""
+    if not ARTIFACT_DIR.check_replaceable(out):
+        os.replace(tmp, out)  # absent, or an empty directory (rename replaces it)
+        return
+    old = Replacement(out)
+    old.begin()
     try:
         os.replace(tmp, out)
     except OSError:
-        if old is not None:
-            os.replace(old, out)
+        old.rollback()
         raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    old.commit()
 
 
 def export_run(
@@ -191,6 +202,7 @@ def export_run(
     """
     opts = options or ExportOptions(imt_mode=imt_mode, eps=eps, trt=trt, **kw)
     run_dir, out = Path(run_dir), Path(out_dir)
+    ARTIFACT_DIR.check_replaceable(out)  # refuse a foreign OUT before any work
     run = load_run(run_dir)
     if run.discriminator is None:
         raise ExportError(

@@ -27,8 +27,11 @@ from ..io import read_json, sha256_file, write_json_atomic
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 2  # 2: run_files (hashes of the run/ copy)
+ARTIFACT_FORMAT = "atld-deploy/artifact"  # the marker: only a manifest carrying it makes a directory ours
+FORMAT_VERSION = 3  # 2: run_files (hashes of the run/ copy); 3: the "format" marker
 RUN_DIR = "run"
+# what export copies from the run into ART/run/ (the names of atld_deploy.run, kept here torch-free)
+RUN_COPY = ("config.json", "classes.json", "classifier.safetensors", "discriminator.safetensors")
 PARITY = "parity.json"
 BATCH = "batch"  # the name of the dynamic batch dimension in every graph
 GRAPH_KEYS = ("classifier", "discriminator", "pipeline", "pipeline_uint8")
@@ -115,12 +118,15 @@ class Manifest:
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"format": ARTIFACT_FORMAT, **asdict(self)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: Path | str = MANIFEST) -> "Manifest":
         """Build from parsed JSON. Raises ExportError on an unknown version or missing keys."""
-        version = d.get("format_version") if isinstance(d, dict) else None
+        if not isinstance(d, dict) or d.get("format") != ARTIFACT_FORMAT and "format_version" not in d:
+            raise ExportError(f"{where} is not an atld-deploy artifact manifest (no \"format\": \"{ARTIFACT_FORMAT}\"); "
+                              f"{REEXPORT_HINT}")
+        version = d.get("format_version")
         if version != FORMAT_VERSION:
             raise ExportError(
                 f"{where} has format_version {version!r}, this atld-deploy reads {FORMAT_VERSION}; {REEXPORT_HINT}"
@@ -216,6 +222,31 @@ class Manifest:
 
     def with_verified(self, verified: bool) -> "Manifest":
         return replace(self, verified=verified)
+
+
+def is_artifact_manifest(d: Any) -> bool:
+    """True if parsed JSON `d` is an atld-deploy manifest: the current marker, or an older format's shape."""
+    if not isinstance(d, dict):
+        return False
+    if d.get("format") == ARTIFACT_FORMAT:
+        return True
+    return d.get("format_version") in (1, 2) and isinstance(d.get("graphs"), dict) and isinstance(d.get("classes"), list)
+
+
+def artifact_entries(d: Any) -> dict[str, frozenset[str] | None]:
+    """Every entry export may have written into an artifact directory described by manifest JSON `d`:
+    {name: None for a file, or the names the run/ copy may hold}. Names are taken from the manifest only if
+    they are plain file names."""
+    names: dict[str, frozenset[str] | None] = {PARITY: None, RUN_DIR: frozenset(RUN_COPY), "timing.cache": None}
+    listed = []
+    for section in ("graphs", "engines"):
+        for entry in (d.get(section) or {}).values() if isinstance(d.get(section), dict) else ():
+            if isinstance(entry, dict):
+                listed += [entry.get("file"), entry.get("sidecar")]
+    for name in listed:
+        if isinstance(name, str) and name and "/" not in name and "\\" not in name and name not in (".", ".."):
+            names[name] = None
+    return names
 
 
 def input_spec(channels: int, size: int, resize_policy: str) -> dict[str, Any]:

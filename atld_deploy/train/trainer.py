@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import pickle
 import logging
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -18,15 +17,17 @@ from ..attacks import pgd
 from ..config import TrainConfig
 from ..data import DataBundle, augment_batch, load_dataset
 from ..errors import CheckpointError, ConfigError
-from ..io import atomic_path, write_bytes_atomic, write_json_atomic
+from ..io import atomic_path, read_json, write_bytes_atomic, write_json_atomic
+from ..owned import Owned, Replacement
 from ..run import (
-    CHECKPOINT, CLASSES, CLASSIFIER, CONFIG, DISCRIMINATOR, METRICS, SUMMARY,
-    DataShape, build_networks, read_run_meta, run_meta,
+    CHECKPOINT, CLASSES, CLASSIFIER, CONFIG, DISCRIMINATOR, METRICS, RUN_FILES, SUMMARY,
+    DataShape, build_networks, is_run_marker, read_run_meta, run_meta,
 )
 from .distributed import init_distributed, shutdown, wrap
 from .methods import STEPS, Nets
 
 log = logging.getLogger(__name__)
+REPRO_CACHE = "eval.json"  # `atld-deploy reproduce` caches a run's evaluation beside it
 
 
 @dataclass(frozen=True)
@@ -44,44 +45,79 @@ def _epoch_generator(cfg: TrainConfig, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
 
 
+RUN_DIR = Owned("run", CONFIG, is_run_marker, lambda _meta: dict.fromkeys(RUN_FILES[1:] + (REPRO_CACHE,)),
+                ConfigError, "--out")
+
+
 def _run_dir_action(out: Path, resume: bool, overwrite: bool) -> str:
     """What to do with `out` ("resume" | "replace" | "create"), or a ConfigError; writes nothing."""
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite contradict each other; pick one")
-    if out.exists() and any(out.iterdir()):
-        if resume:
-            return "resume"
+    if resume:
+        if not out.is_dir() or not any(out.iterdir()):
+            raise ConfigError(f"nothing to resume: {out} holds no run")
+        return "resume"
+    if RUN_DIR.check_replaceable(out):  # raises for anything that is not a run of ours
         if not overwrite:
             raise ConfigError(f"{out} already holds a run; pass --resume to continue it or --overwrite to replace it")
-        if not (out / CONFIG).exists():
-            raise ConfigError(f"{out} is not empty and not an atld-deploy run; refusing to delete it with --overwrite")
         return "replace"
-    if resume:
-        raise ConfigError(f"nothing to resume: {out} holds no run")
     return "create"
 
 
-class Trainer:
-    """Trains one run. `Trainer(cfg, out).fit()`; `resume=True` continues from RUN/checkpoint.pt."""
+def resumed_config(stored: TrainConfig, requested: TrainConfig | None = None, **given: Any) -> TrainConfig:
+    """The configuration a resumed run trains with: the stored one, with a longer `epochs` if asked for.
 
-    def __init__(self, cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
+    Args:
+        stored: the run's own configuration (its config.json).
+        requested: a full configuration the caller expects the run to have (Python API), or None.
+        **given: TrainConfig fields the user set explicitly (CLI), compared to the stored values.
+    Raises:
+        ConfigError: any other field differs (named, with both values), or `epochs` is shorter.
+    """
+    asked = dict(given)
+    if requested is not None:
+        asked = {**{k: v for k, v in requested.to_dict().items() if v != stored.to_dict()[k]}, **asked}
+    epochs = asked.pop("epochs", None)
+    stored_d = stored.to_dict()
+    differ = [f"--{k.replace('_', '-')} {v!r} (the run has {stored_d[k]!r})" for k, v in asked.items()
+              if k in stored_d and _norm(v) != _norm(stored_d[k])]
+    if differ:
+        raise ConfigError(f"a resumed run keeps its own configuration; only a longer --epochs may be given, but got "
+                          f"{'; '.join(differ)}. Drop those options, or train a new run with another --out")
+    if epochs is not None and int(epochs) < stored.epochs:
+        raise ConfigError(f"--epochs {epochs} is shorter than the run's {stored.epochs}; a resumed run can only be "
+                          f"extended (pass --epochs N with N >= {stored.epochs})")
+    return stored.replace(epochs=int(epochs)) if epochs is not None and int(epochs) > stored.epochs else stored
+
+
+def _norm(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
+
+
+class Trainer:
+    """Trains one run. `Trainer(cfg, out).fit()`; `resume=True` continues from RUN/checkpoint.pt.
+
+    The constructor only checks (directory, configuration, device, data, networks) and writes nothing;
+    `fit()` does every write. With `overwrite`, the old run is moved aside and deleted once the new run's
+    first epoch is checkpointed; a failure before that puts the old run back exactly as it was.
+    """
+
+    def __init__(self, cfg: TrainConfig | None, out: str | Path, *, resume: bool = False, overwrite: bool = False,
                  progress: bool = True, data: DataBundle | None = None) -> None:
         self.out = Path(out)
-        self.dist = init_distributed(cfg.device)
+        if cfg is None and not resume:
+            raise ConfigError("a new run needs a TrainConfig (cfg=None is only for resume)")
+        self.dist = init_distributed(cfg.device if cfg is not None else "cpu")
         # every process decides from the same untouched directory; only rank 0 then changes it
         self.dist.barrier()
-        action = _run_dir_action(self.out, resume, overwrite)
+        self.action = _run_dir_action(self.out, resume, overwrite)
         self.dist.barrier()
-        if self.dist.is_main:
-            if action == "replace":
-                shutil.rmtree(self.out)
-            self.out.mkdir(parents=True, exist_ok=True)
+        self.stored_epochs = 0
         if resume:
-            stored, _, stored_shape = read_run_meta(self.out)
-            # only the length of a run may change on resume; everything else is the stored run's
-            cfg = stored.replace(epochs=cfg.epochs) if cfg.epochs > stored.epochs else stored
-            if cfg != stored and self.dist.is_main:
-                write_json_atomic(self.out / CONFIG, run_meta(cfg, stored_shape))
+            stored, _, self.stored_shape = read_run_meta(self.out)
+            cfg = resumed_config(stored, cfg)
+            self.stored_epochs = stored.epochs
+        assert cfg is not None
         self.cfg = cfg
         self.progress = progress
         self.device = torch.device(f"cuda:{self.dist.local_rank}" if self.dist.enabled and cfg.device == "cuda" else cfg.device)
@@ -104,9 +140,27 @@ class Trainer:
         self.start_epoch = 0
         if resume:
             self._load_checkpoint()
-        elif self.dist.is_main:
-            write_json_atomic(self.out / CONFIG, run_meta(cfg, self.shape))
-            write_json_atomic(self.out / CLASSES, list(self.data.classes))
+        self._replacement: Replacement | None = None
+
+    @property
+    def finished(self) -> bool:
+        """True for a resumed run that has already trained every epoch of its configuration."""
+        return self.action == "resume" and self.start_epoch >= self.cfg.epochs
+
+    def _begin_writes(self) -> None:
+        """The first write of the run: the directory (old run moved aside if replacing), config, classes."""
+        if self.dist.is_main:
+            if self.action == "replace":
+                RUN_DIR.check_replaceable(self.out)  # it may have changed since the constructor looked
+                self._replacement = Replacement(self.out)
+                self._replacement.begin()
+                log.info("replacing %s (the old run is kept aside until the new one has its first checkpoint)", self.out)
+            if self.action != "resume":
+                self.out.mkdir(parents=True, exist_ok=True)
+                write_json_atomic(self.out / CLASSES, list(self.data.classes))
+            if self.action != "resume" or self.cfg.epochs != self.stored_epochs:
+                write_json_atomic(self.out / CONFIG, run_meta(self.cfg, self.shape if self.action != "resume" else self.stored_shape))
+            self._trim_metrics()
         self.dist.barrier()
 
     # ------------------------------------------------------------------------------------ checkpoints
@@ -157,12 +211,17 @@ class Trainer:
             if isinstance(e, pickle.UnpicklingError):
                 reason = "not a readable checkpoint file"
             raise CheckpointError(f"{path} is corrupt or from another configuration ({reason}); start again with --overwrite") from e
-        # drop metrics of epochs the checkpoint does not contain (killed between the two writes)
-        metrics = self.out / METRICS
-        if metrics.exists() and self.dist.is_main:
-            kept = [l for l in metrics.read_text().splitlines() if l.strip() and json.loads(l)["epoch"] < self.start_epoch]
-            write_bytes_atomic(metrics, "".join(l + "\n" for l in kept).encode())
         log.info("resuming %s at epoch %d", self.out, self.start_epoch + 1)
+
+    def _trim_metrics(self) -> None:
+        """Drop metrics of epochs the checkpoint does not contain (killed between the two writes)."""
+        metrics = self.out / METRICS
+        if self.action != "resume" or not metrics.exists():
+            return
+        lines = [l for l in metrics.read_text().splitlines() if l.strip()]
+        kept = [l for l in lines if json.loads(l)["epoch"] < self.start_epoch]
+        if kept != lines:
+            write_bytes_atomic(metrics, "".join(l + "\n" for l in kept).encode())
 
     # ---------------------------------------------------------------------------------------- loop
     def evaluate(self) -> tuple[float, float]:
@@ -184,6 +243,25 @@ class Trainer:
         return correct / len(test), robust
 
     def fit(self) -> TrainResult:
+        """Train the remaining epochs. A resumed run that is already finished is reported, not touched."""
+        if self.finished:
+            return self._finished_result()
+        try:
+            self._begin_writes()
+            return self._fit()
+        except BaseException:
+            if self._replacement is not None and self._replacement.active:
+                self._replacement.rollback()
+                log.warning("the previous run in %s was put back as it was; nothing of the new run was kept", self.out)
+            raise
+
+    def _finished_result(self) -> TrainResult:
+        summary = read_json(self.out / SUMMARY, CheckpointError, "the run has no summary", "resume it with --resume") \
+            if (self.out / SUMMARY).exists() else {}
+        return TrainResult(self.out, self.cfg.epochs, 0.0, float(summary.get("clean_acc", float("nan"))),
+                           float(summary.get("pgd20_acc", float("nan"))), is_main=self.dist.is_main)
+
+    def _fit(self) -> TrainResult:
         from tqdm import tqdm
 
         cfg, step = self.cfg, STEPS[self.cfg.method]
@@ -227,6 +305,9 @@ class Trainer:
                 f.write(json.dumps(record) + "\n")
                 f.flush()
             self._save(epoch)
+            if self._replacement is not None:  # the new run is complete and resumable: the old one goes now
+                self._replacement.commit()
+                self._replacement = None
             self.dist.barrier()
             if self.progress:
                 print(f"epoch {epoch + 1}/{cfg.epochs}: loss {record.get('loss', 0):.4f}  clean {clean:.2%}  "
@@ -236,8 +317,6 @@ class Trainer:
         if not self.dist.is_main:
             shutdown(self.dist)
             return TrainResult(self.out, cfg.epochs, seconds, float("nan"), float("nan"), is_main=False)
-        if clean != clean:  # nothing left to train (resumed a finished run): report the stored weights
-            clean, robust = self.evaluate()
         summary = {"epochs": cfg.epochs, "seconds_this_session": seconds, "clean_acc": clean, "pgd20_acc": robust,
                    "eps": cfg.eps, "method": cfg.method, "arch": cfg.arch, "dataset": cfg.dataset}
         write_json_atomic(self.out / SUMMARY, summary)

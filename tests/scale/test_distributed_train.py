@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 from atld_deploy import load_run
-from atld_deploy.config import make_config
 from atld_deploy.train import Trainer
 
 
@@ -37,7 +36,7 @@ def test_two_gloo_processes_train_resume_and_change_process_count(tmp_path: Path
     assert records[1]["clean_acc"] > 0.6 and records[1]["ce"] < records[0]["ce"]  # it learns
 
     # the same run continues on one process (the checkpoint holds unwrapped modules)
-    Trainer(make_config("digits", epochs=3), out, resume=True, progress=False).fit()
+    Trainer(load_run(out).config.replace(epochs=3), out, resume=True, progress=False).fit()
     records = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [0, 1, 2] and records[2]["processes"] == 1
     assert load_run(out).config.epochs == 3
@@ -51,4 +50,4 @@ def test_distributed_refusal_is_raised_on_every_rank(tmp_path: Path) -> None:
     res = _torchrun(*args, "--overwrite")
     assert res.returncode != 0
     assert (tmp_path / "run" / "notes.txt").read_text() == "mine"
-    assert res.stderr.count("refusing to delete it") == 2
+    assert res.stderr.count("is never replaced or deleted") == 2

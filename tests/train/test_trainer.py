@@ -88,7 +88,7 @@ def test_existing_run_is_not_overwritten(tiny_run: Path) -> None:
 
 def test_overwrite_refuses_a_foreign_directory(tmp_path: Path) -> None:
     (tmp_path / "precious.txt").write_text("keep me")
-    with pytest.raises(ConfigError, match="not an atld-deploy run; refusing to delete it"):
+    with pytest.raises(ConfigError, match="is not an atld-deploy run directory, so it is never replaced or deleted"):
         Trainer(make_config("digits", epochs=1), tmp_path, overwrite=True, progress=False)
     assert (tmp_path / "precious.txt").exists()
 
@@ -100,7 +100,7 @@ def test_corrupt_checkpoint_and_weights(tiny_run: Path, tmp_path: Path) -> None:
     shutil.copytree(tiny_run, run)
     (run / "checkpoint.pt").write_bytes(b"\x00garbage" * 10)
     with pytest.raises(CheckpointError, match=r"checkpoint.pt is corrupt .*--overwrite"):
-        Trainer(make_config("digits"), run, resume=True, progress=False)
+        Trainer(None, run, resume=True, progress=False)
     (run / "classifier.safetensors").write_bytes(b"{not safetensors")
     with pytest.raises(CheckpointError, match=r"classifier.safetensors is corrupt or not a safetensors file"):
         load_run(run)
