@@ -1,6 +1,8 @@
 """TensorRT engines (10.x and 11.x) from the exported ONNX graphs, their sidecars, and sidecar checks.
 
-Written against TensorRT's documented Python API; `tensorrt` is imported only inside these functions.
+Written against TensorRT's documented Python API; `tensorrt` is imported only inside these functions. Every
+TensorRT name used here and in `runtime/trt_runner.py` is checked against the real bindings of several
+versions by `trt_api.py` (read from this source, so keep calls on `trt` and on the objects it returns).
 fp32 builds clear TF32; fp16 builds parse a float16 ONNX graph (float32 I/O) strongly typed, because
 TensorRT 11 has no FP16 builder flag and takes precision from the graph's own types.
 """
@@ -23,12 +25,41 @@ TIMING_CACHE = "timing.cache"
 REBUILD_HINT = "rebuild the engines on this machine with `atld-deploy export RUN --out ART --trt`"
 
 
+NOT_INSTALLED = "the TensorRT Python package `tensorrt` is not installed (pip install 'atld-deploy[tensorrt]', TensorRT 10.x or 11.x)"
+
+
+def import_tensorrt() -> Any:
+    """The `tensorrt` module.
+
+    Raises:
+        EngineError: it is not installed, or it is installed but fails to import (the error is quoted: a
+            missing shared library is the usual case, and "not installed" would send the user the wrong way).
+    """
+    try:
+        import tensorrt
+    except ModuleNotFoundError as e:
+        if e.name == "tensorrt":
+            raise EngineError(NOT_INSTALLED) from e
+        raise EngineError(_broken(e)) from e
+    except Exception as e:  # noqa: BLE001 - a broken install raises ImportError, OSError, RuntimeError, ...
+        raise EngineError(_broken(e)) from e
+    return tensorrt
+
+
+def _broken(e: BaseException) -> str:
+    return (
+        f"the TensorRT Python package `tensorrt` is installed but cannot be imported ({type(e).__name__}: {e}); "
+        "install the TensorRT libraries it names (pip install 'atld-deploy[tensorrt]' brings them) or add their "
+        "folder to LD_LIBRARY_PATH"
+    )
+
+
 def tensorrt_status() -> str:
     """'' when TensorRT and a CUDA GPU are usable here, else a sentence naming exactly what is missing."""
     try:
-        import tensorrt
-    except ImportError:
-        return "the TensorRT Python package `tensorrt` is not installed (pip install 'atld-deploy[tensorrt]', TensorRT 10.x or 11.x)"
+        tensorrt = import_tensorrt()
+    except EngineError as e:
+        return str(e)
     if trt_major(tensorrt) < 10:
         return (
             f"TensorRT {getattr(tensorrt, '__version__', '?')} is installed, but atld-deploy needs TensorRT 10.x or 11.x "

@@ -66,15 +66,13 @@ class TensorRTRunner(Runner):
         self._engine_outputs: dict[str, str] = {}
 
     def _open(self) -> None:
-        try:
-            import tensorrt as trt
-        except ImportError as e:
-            raise EngineError(f"TensorRT is not installed: {TRT_INSTALL}") from e
+        from ..export.trt import import_tensorrt, trt_logger
+
+        trt = import_tensorrt()  # names what is wrong when the package is present but broken
         import torch
 
         if not torch.cuda.is_available():
-            raise EngineError("TensorRT needs a CUDA GPU and torch sees none")
-        from ..export.trt import trt_logger
+            raise EngineError(f"TensorRT needs a CUDA GPU and torch sees none: {TRT_INSTALL}")
 
         runtime = trt.Runtime(trt_logger())
         engine = runtime.deserialize_cuda_engine(self.path.read_bytes())  # None on failure, per the API
