@@ -25,27 +25,39 @@ def discriminator_bce(natural_logit: torch.Tensor, is_natural: bool) -> torch.Te
     return F.binary_cross_entropy_with_logits(natural_logit, target)
 
 
+def perturbation_objective(natural_logit: torch.Tensor) -> torch.Tensor:
+    """What the ATLD perturbation descends: BCE(D0(f(x0)), adversarial), summed over the batch.
+
+    Summed, not averaged: the sign is the same, and per-example gradients stay far from float underflow
+    (denormals slow the CPU backward several-fold and float16 would round them to 0).
+    """
+    return F.binary_cross_entropy_with_logits(natural_logit, torch.zeros_like(natural_logit), reduction="sum")
+
+
 def atld_perturbation(
     classifier: nn.Module,
     discriminator: nn.Module,
     x: torch.Tensor,
+    z_nat: torch.Tensor,
     eps: float,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """ATLD's unsupervised one-step perturbation (no labels).
 
     Start at x + U(-eps, eps), take one signed step of size eps that makes D call the perturbed logits
-    adversarial (descend BCE(D0(f(x0)), 0); the clean term of the authors' loss has no x-gradient),
-    project to the eps-ball around x and clamp to [0, 1]. Modes are the caller's: the authors run f in
-    eval mode and D in train mode here.
+    adversarial (descend `perturbation_objective`), project to the eps-ball around x and clamp to [0, 1].
+    Modes are the caller's: the authors run f in eval mode and D in train mode here.
+
+    Args:
+        z_nat: the clean logits. The authors' loss also scores them as natural; that term has no
+            x-gradient, but its train-mode pass is one of D's batch-norm updates, so it runs here too.
     """
+    with torch.no_grad():
+        discriminator(z_nat)  # first, as in the authors' step: D's running statistics see it
     noise = (torch.rand(x.shape, generator=generator, device="cpu").to(x.device) * 2 - 1) * eps
     x0 = (x + noise).detach().requires_grad_(True)
     natural_logit, _ = discriminator(classifier(x0))
-    # summed, not averaged: the sign is the same, and per-example gradients stay far from float
-    # underflow (denormals slow the CPU backward several-fold and float16 would round them to 0)
-    objective = F.binary_cross_entropy_with_logits(natural_logit, torch.zeros_like(natural_logit), reduction="sum")
-    (g,) = torch.autograd.grad(objective, x0)
+    (g,) = torch.autograd.grad(perturbation_objective(natural_logit), x0)
     x_adv = torch.min(torch.max(x0 - eps * g.sign(), x - eps), x + eps)
     return x_adv.clamp(0.0, 1.0).detach()
 
@@ -53,9 +65,13 @@ def atld_perturbation(
 def discriminator_loss(
     discriminator: nn.Module, z_nat: torch.Tensor, z_adv: torch.Tensor, soft_targets: torch.Tensor
 ) -> torch.Tensor:
-    """BCE(D0(z_nat), natural) + BCE(D0(z_adv), adversarial) + soft-CE of the class head on both."""
-    nat_logit, nat_cls = discriminator(z_nat)
+    """BCE(D0(z_nat), natural) + BCE(D0(z_adv), adversarial) + soft-CE of the class head on both.
+
+    D sees the adversarial batch first and the natural one last, as in the authors' loop: in train mode the
+    order decides D's running statistics, which IMT uses at test time.
+    """
     adv_logit, adv_cls = discriminator(z_adv)
+    nat_logit, nat_cls = discriminator(z_nat)
     return (
         discriminator_bce(nat_logit, True)
         + discriminator_bce(adv_logit, False)

@@ -6,6 +6,7 @@ all see the same function (the graph you attack is the graph you ship).
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -108,6 +109,11 @@ class _ResidualLinearBlock(nn.Module):
         return o + sc
 
 
+def _conv_init(linear: nn.Linear, taps: int) -> None:
+    """He-normal init of a k x k convolution with `taps` = k*k, applied to the Linear its centre tap became."""
+    nn.init.normal_(linear.weight, 0.0, math.sqrt(2.0 / (taps * linear.out_features)))
+
+
 class Discriminator(nn.Module):
     """ATLD's discriminator on the classifier's logits.
 
@@ -131,6 +137,15 @@ class Discriminator(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.bn = nn.BatchNorm1d(widths[3])
         self.head = nn.Linear(widths[3], 1 + num_classes)
+        # the authors' WRN init: normal(0, sqrt(2 / (k*k*out))) per conv, here on the tap that survives;
+        # the heads keep nn.Linear's default weights with a zero bias
+        _conv_init(self.stem, taps=9)
+        for block in self.blocks:
+            _conv_init(block.fc1, taps=9)
+            _conv_init(block.fc2, taps=9)
+            if block.shortcut is not None:
+                _conv_init(block.shortcut, taps=1)
+        nn.init.zeros_(self.head.bias)
 
     def forward(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         o = F.relu(self.bn(self.blocks(self.stem(logits))))

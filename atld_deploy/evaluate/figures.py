@@ -91,7 +91,9 @@ def training_perturbation(m: ToyModel, x: torch.Tensor, y: torch.Tensor, gen: to
         (g,) = torch.autograd.grad(sinkhorn_distance(z, f(x0)), x0)
         return torch.min(torch.max(x0.detach() + EPS * g.sign(), x - EPS), x + EPS).clamp(0, 1)
     assert m.discriminator is not None  # an atld toy model always has one
-    return atld_perturbation(f, m.discriminator, x, EPS, gen)
+    with torch.no_grad():
+        z = f(x)
+    return atld_perturbation(f, m.discriminator, x, z, EPS, gen)
 
 
 def _grid(res: int = 120) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

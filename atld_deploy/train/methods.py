@@ -48,7 +48,7 @@ class Nets:
 StepFn = Callable[[Nets, TrainConfig, torch.Tensor, torch.Tensor, torch.Generator], dict[str, float]]
 
 
-def _max_ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+def gradient_balance(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     """The authors' magnitude balance max(num) / max(den) (signed max, as their code). If the signed
     max of `den` is not positive, fall back to max|.| so the weight stays finite and positive."""
     d = den.max()
@@ -57,18 +57,43 @@ def _max_ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     return (num.abs().max() / den.abs().max().clamp_min(1e-12)).detach()
 
 
+def clean_logits(classifier: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Logits of the clean batch, classifier in eval mode (the authors' frozen copy): no batch statistics,
+    no running-statistics update, no gradient. The classifier is left in eval mode for the perturbation."""
+    classifier.eval()
+    with torch.no_grad():
+        return classifier(x)
+
+
+def mse_invariance(discriminator: nn.Module, z_adv: torch.Tensor, z_nat: torch.Tensor) -> torch.Tensor:
+    """The authors' code: MSE between adversarial and clean logits."""
+    return F.mse_loss(z_adv, z_nat)
+
+
+def divergence_invariance(discriminator: nn.Module, z_adv: torch.Tensor, z_nat: torch.Tensor) -> torch.Tensor:
+    """The paper's eq. (6): the classifier minimises the divergence D estimates,
+    mean log(1 - p(z_adv)) + mean log p(z_nat) -- the negative of D's natural/adversarial loss, with D in
+    train mode as for its own loss (adversarial first) and the clean logits constant as in the code."""
+    adv_logit, _ = discriminator(z_adv)
+    nat_logit, _ = discriminator(z_nat)
+    return -(discriminator_bce(nat_logit, is_natural=True) + discriminator_bce(adv_logit, is_natural=False))
+
+
+InvarianceFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+INVARIANCE_TERMS: dict[str, InvarianceFn] = {"mse": mse_invariance, "divergence": divergence_invariance}
+
+
 def step_atld(nets: Nets, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> dict[str, float]:
+    """One ATLD batch as the authors' code runs it (docs/METHOD.md lists what is exact and what differs)."""
     f, d = nets.classifier, nets.discriminator
     assert d is not None and nets.opt_d is not None  # built by the trainer for method atld
     num_classes = f.fc.out_features  # type: ignore[union-attr]
     targets = smooth_labels(y, num_classes, cfg.label_smoothing)
 
-    # 1-2. clean logits and the perturbation: classifier in eval mode (the authors' frozen copy), D in train mode
-    f.eval()
+    # 1-2. clean logits and the perturbation: classifier in eval mode, D in train mode
     d.train()
-    with torch.no_grad():
-        z_nat = f(x)
-    x_adv = atld_perturbation(f, d, x, cfg.eps, gen)
+    z_nat = clean_logits(f, x)
+    x_adv = atld_perturbation(f, d, x, z_nat, cfg.eps, gen)
 
     # 3. adversarial logits with the classifier in train mode
     f.train()
@@ -84,13 +109,10 @@ def step_atld(nets: Nets, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, ge
 
     # 5. classifier: smoothed CE + invariance term balanced by the ratio of input-gradient maxima
     ce = soft_cross_entropy(z_adv, targets)
-    if cfg.invariance == "mse":
-        inv = F.mse_loss(z_adv, z_nat)
-    else:  # the paper's eq. (6): the classifier minimises the divergence D estimates
-        inv = discriminator_bce(d(z_adv)[0], is_natural=True)
+    inv = INVARIANCE_TERMS[cfg.invariance](d, z_adv, z_nat)
     (g_ce,) = torch.autograd.grad(ce, x_adv, retain_graph=True)
     (g_inv,) = torch.autograd.grad(inv, x_adv, retain_graph=True)
-    scale = _max_ratio(g_ce, g_inv)
+    scale = gradient_balance(g_ce, g_inv)
     loss = ce + scale / cfg.invariance_divisor * inv
     nets.opt_c.zero_grad(set_to_none=True)
     loss.backward()
