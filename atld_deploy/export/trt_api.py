@@ -1,20 +1,19 @@
 """The TensorRT Python API atld-deploy calls, read from its own source, and a check of it against a `tensorrt`.
 
 `scan` reads Python source (no TensorRT needed) and records every attribute, enum member, method call and
-property write made on the `tensorrt` module or on a value derived from it: `trt.Builder(logger)` is a
-Builder, `builder.create_network()` is whatever the real signature says it returns, `self._context` is what
-the class assigned to it, and a local function's parameters take the types of its call sites. The source is
-the one list of used API, so a new call is checked without anyone updating a table.
+property write on the `tensorrt` module or on a value derived from it: `trt.Builder(logger)` is a Builder,
+`builder.create_network()` is what the real signature says it returns, `self._context` is what the class
+assigned to it, a local function's parameters take the types of its call sites. The source is the one list
+of used API, so a new call is checked without anyone updating a table.
 
-`check` resolves those uses against an imported `tensorrt` (a real one, or the pybind11 bindings with
-stand-in libraries): each name must exist, be a method where it is called and a property where it is read
-or written, and each call must bind to a real signature (pybind11 docstrings; argument count, keyword names,
-and TensorRT-typed arguments in the right places). A use guarded by `hasattr(X, "NAME")` or read with
-`getattr(X, NAME, default)` is optional: it may be absent in some versions, but not in all (`failures`).
+`check` resolves the uses against an imported `tensorrt`: each name must exist, be a method where it is
+called and a property where it is read or written, and each call must bind to a real signature (pybind11
+docstrings: argument count, keyword names, TensorRT-typed arguments in their places). A use guarded by
+`hasattr(X, "NAME")` in its function, or read with `getattr(X, NAME, default)`, is optional: it may be
+absent in some versions, but not in all (`failures`).
 
-Run `python atld_deploy/export/trt_api.py [--json] [SOURCE ...]` to check the installed TensorRT against
-atld-deploy's TensorRT code (the default sources) or any other files. Standard library only, no package
-imports, so it also runs as a plain script.
+`python atld_deploy/export/trt_api.py [--json] [FILES ...]` checks the installed TensorRT (standard library
+only, so it runs as a plain script).
 """
 
 from __future__ import annotations
@@ -30,13 +29,11 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 MODULE: dict[str, Any] = {"k": "trt"}
-PROJECT_SOURCES = ("export/trt.py", "runtime/trt_runner.py")  # relative to the atld_deploy package
 
 
 def project_sources() -> list[Path]:
     """The atld-deploy files that call TensorRT."""
-    root = Path(__file__).resolve().parent.parent
-    return [root / p for p in PROJECT_SOURCES]
+    return [Path(__file__).resolve().parent.parent / p for p in ("export/trt.py", "runtime/trt_runner.py")]
 
 
 @dataclass(frozen=True)
@@ -50,6 +47,7 @@ class Use:
     kind: str
     expr: dict[str, Any]
     optional: bool = False
+    scope: str = ""  # the function it is in; a hasattr guard only covers uses in its own function
 
 
 def _key(e: Any) -> str:
@@ -73,15 +71,15 @@ class _Scanner:
     def run(self, passes: int = 3) -> list[Use]:
         for _ in range(passes):
             self.uses: list[Use] = []
-            self.guards: set[tuple[str, str]] = set()
+            self.guards: set[tuple[str, str, str]] = set()
             for name, tree in self.trees.items():
-                self.file = name
+                self.file, self.scope = name, ""
                 self.consts = _literal_names(tree)
                 self.module_env: dict[str, Any] = {}
                 self._block(tree.body, self.module_env, None, None)
         seen: dict[tuple[str, str, str, bool], Use] = {}
         for u in self.uses:
-            opt = u.kind != "store" and (_key(u.expr["of"]), u.expr["name"]) in self.guards
+            opt = u.kind != "store" and (u.scope, _key(u.expr["of"]), u.expr["name"]) in self.guards
             u = Use(**{**asdict(u), "optional": u.optional or opt})
             seen.setdefault((u.file, u.kind, _key(u.expr), u.optional), u)
         return list(seen.values())
@@ -100,7 +98,9 @@ class _Scanner:
                 env["trt"] = MODULE
             elif bound is not None:
                 env[p.arg] = bound
+        outer, self.scope = self.scope, f"{cls}.{node.name}" if cls else node.name
         self._block(node.body, env, cls, node.name if cls is None else None)
+        self.scope = outer
 
     def _stmt(self, s: ast.stmt, env: dict[str, Any], cls: str | None, fn: str | None) -> None:
         if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -178,7 +178,7 @@ class _Scanner:
     def _emit(self, node: ast.AST, kind: str, expr: dict[str, Any], optional: bool = False, note: str = "") -> dict[str, Any]:
         text = ast.unparse(node)
         text = (text if len(text) <= 100 else text[:97] + "...") + note
-        self.uses.append(Use(self.file, getattr(node, "lineno", 0), text, kind, expr, optional))
+        self.uses.append(Use(self.file, getattr(node, "lineno", 0), text, kind, expr, optional, self.scope))
         return expr
 
     def _expr(self, node: ast.expr | None, env: dict[str, Any], cls: str | None) -> Any:
@@ -223,7 +223,7 @@ class _Scanner:
             if names is None and isinstance(lit, ast.Name):
                 names = env.get(("names", lit.id))
             if func.id == "hasattr":
-                self.guards.update((_key(args[0]), n) for n in names or [])
+                self.guards.update((self.scope, _key(args[0]), n) for n in names or [])
                 return None
             if names is None:  # a name the scan cannot know: reported, never silently skipped
                 return self._emit(node, "attr", {"k": "attr", "of": args[0], "name": "<dynamic>"})
@@ -245,8 +245,8 @@ def _literal_names(tree: ast.Module) -> dict[str, list[str]]:
     """Module-level names bound to literal dicts/lists/tuples of strings (their keys or items)."""
     out: dict[str, list[str]] = {}
     for node in tree.body:
-        target, value = (node.targets[0], node.value) if isinstance(node, ast.Assign) and len(node.targets) == 1 else (
-            (node.target, node.value) if isinstance(node, ast.AnnAssign) else (None, None))
+        target = node.targets[0] if isinstance(node, ast.Assign) else getattr(node, "target", None)
+        value = getattr(node, "value", None)
         if not isinstance(target, ast.Name):
             continue
         items = value.keys if isinstance(value, ast.Dict) else getattr(value, "elts", None)
@@ -255,14 +255,9 @@ def _literal_names(tree: ast.Module) -> dict[str, list[str]]:
     return out
 
 
-def scan(sources: Mapping[str, str]) -> list[Use]:
-    """Every TensorRT use in `sources` (file label -> Python source), one per distinct use, first line kept."""
-    return _Scanner(sources).run()
-
-
 def scan_files(paths: Sequence[str | Path]) -> list[Use]:
-    """`scan` over files, labelled by their file names."""
-    return scan({Path(p).name: Path(p).read_text() for p in paths})
+    """Every TensorRT use in the files (scanned together, labelled by file name), one per distinct use."""
+    return _Scanner({Path(p).name: Path(p).read_text() for p in paths}).run()
 
 
 # checking against an imported tensorrt
@@ -291,13 +286,10 @@ def _split_top(text: str) -> list[str]:
         elif ch in ")]}>":
             depth -= 1
         elif ch == "," and depth == 0:
-            parts.append("".join(cur).strip())
-            cur = []
+            parts, cur = [*parts, "".join(cur).strip()], []
             continue
         cur.append(ch)
-    if "".join(cur).strip():
-        parts.append("".join(cur).strip())
-    return parts
+    return [*parts, "".join(cur).strip()] if "".join(cur).strip() else parts
 
 
 def _parse_params(text: str) -> list[_Param]:
@@ -356,8 +348,7 @@ class _Checker:
     def value(self, e: dict[str, Any]) -> Any:
         """('obj', object) | ('inst', class) | None (not a TensorRT type) | _ABSENT."""
         k = _key(e)
-        if k not in self.memo:
-            self.memo[k] = self._value(e)
+        self.memo[k] = self.memo[k] if k in self.memo else self._value(e)
         return self.memo[k]
 
     def _value(self, e: dict[str, Any]) -> Any:
@@ -460,15 +451,16 @@ class _Checker:
 def check(trt: Any, uses: Sequence[Use]) -> list[dict[str, Any]]:
     """Each use resolved against the imported module `trt`: its fields plus 'status' ('ok', 'absent' for an
     optional name this version lacks, 'skipped' when its receiver already failed, 'error') and 'detail'."""
-    c = _Checker(trt)
-    return [c.check(u) for u in uses]
+    return [c.check(u) for c in [_Checker(trt)] for u in uses]
 
 
-def failures(reports: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[str]:
-    """Problems across versions (version -> `check` results): every error, and every optional name that no
-    checked version has (a misspelt guarded name would otherwise never be noticed)."""
+def failures(reports: Mapping[str, Sequence[Mapping[str, Any]]], *, absent_everywhere: bool = True) -> list[str]:
+    """Problems across versions (version -> `check` results): every error, and (unless told not to, as for
+    one installed version) every optional name that no checked version has: a misspelt guarded name."""
     out = [f"TensorRT {v}: {r['file']}:{r['line']} {r['text']}: {r['detail']}"
            for v, results in reports.items() for r in results if r["status"] == "error"]
+    if not absent_everywhere:
+        return out
     absent: dict[tuple[str, int, str], list[str]] = {}
     for v, results in reports.items():
         for r in results:
@@ -496,10 +488,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if as_json:
         print(json.dumps({"version": version, "results": results}))
         return 0
-    bad = [line for rs in results.values() for line in failures({version: rs})]
-    print(f"TensorRT {version}: {sum(len(rs) for rs in results.values())} uses checked, {len(bad)} problem(s)")
-    for line in bad:
-        print("  " + line)
+    bad = [line for rs in results.values() for line in failures({version: rs}, absent_everywhere=False)]
+    absent = sorted({r["text"] for rs in results.values() for r in rs if r["status"] == "absent"})
+    print(f"TensorRT {version}: {sum(map(len, results.values()))} uses checked, {len(bad)} problem(s); "
+          f"optional names absent in this version: {', '.join(absent) or 'none'}")
+    print("".join(f"  {line}\n" for line in bad), end="")
     return 1 if bad else 0
 
 

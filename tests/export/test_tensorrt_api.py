@@ -5,7 +5,7 @@ docstring); it only needs libnvinfer, libnvinfer_plugin and libnvonnxparser to l
 compiled here with the C compiler, define the few C symbols the module imports (each returns NULL, so
 nothing can actually be built), which is enough to import it and check every name the code uses against
 the oldest supported 10.x, the newest 10.x and the newest 11.x on the index. Each version is imported in
-its own subprocess, so the stand-ins never reach the other tests. Wheels are cached in pytest's cache.
+its own subprocess, so the stand-ins never reach the other tests. Wheels are cached in ~/.cache.
 """
 
 from __future__ import annotations
@@ -64,9 +64,14 @@ def _pick_versions() -> list[str]:
     return list(dict.fromkeys(str(v) for v in (tens[-1], tens[0], elevens[0])))
 
 
-def _cache_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cache = getattr(request.config, "cache", None)
-    return Path(cache.mkdir("tensorrt-bindings")) if cache is not None else tmp_path_factory.mktemp("tensorrt-bindings")
+def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """~/.cache/atld-deploy/tensorrt-bindings (pytest's own cache is off in this project), else a temporary one."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "atld-deploy" / "tensorrt-bindings"
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        return base
+    except OSError:
+        return tmp_path_factory.mktemp("tensorrt-bindings")
 
 
 def _site(version: str, cache: Path, tmp: Path) -> Path:
@@ -119,14 +124,14 @@ def _env(site: Path, libdir: Path, shim: Path | None) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def bindings(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+def bindings(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
     """version -> {'site': unpacked wheel, 'libs': stand-in folder, 'shim': folder with the `tensorrt` alias,
     'sonames': the stand-ins' names}."""
     lacks = _machine_lacks()
     if lacks:
         pytest.skip(lacks)
     versions = _pick_versions()
-    cache = _cache_dir(request, tmp_path_factory)
+    cache = _cache_dir(tmp_path_factory)
     tmp = tmp_path_factory.mktemp("trt-api")
     shim = tmp / "shim"
     (shim / "tensorrt").mkdir(parents=True)
@@ -147,6 +152,10 @@ MUTANTS = [
     ("removed-in-11", "export/trt.py",
      [("    flags = 0\n", "    flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)\n")],
      "no attribute 'EXPLICIT_BATCH'"),
+    ("guard-covers-only-its-own-function", "export/trt.py",
+     [('hasattr(trt.BuilderFlag, "TF32")', 'hasattr(trt.BuilderFlag, "TF32") and hasattr(trt.BuilderFlag, "FP16")'),
+      ('return {"tensorrt": trt.__version__,', 'return {"fp16": int(trt.BuilderFlag.FP16), "tensorrt": trt.__version__,')],
+     "no attribute 'FP16'"),
     ("removed-in-10-method", "runtime/trt_runner.py", [("ctx.execute_async_v3(", "ctx.execute_async_v2(")],
      "no attribute 'execute_async_v2'"),
     ("removed-in-10-builder", "export/trt.py", [("builder.build_serialized_network(", "builder.build_engine(")],
@@ -181,15 +190,16 @@ MUTANTS = [
      [("in _TORCH_DTYPES.items():", "in sorted(_TORCH_DTYPES.items()):")], "a name the checker cannot resolve"),
 ]
 
-PLANTED = """import tensorrt as trt
-
-
-def build(logger):
-    builder = trt.Builder(logger)
-    flags = 1 << int(trt.BuilderFlag.EXPLICIT_BATCH_OLD)
-    builder.num_DLA_cores = 2
-    return builder.create_netwrok(flags)
-"""
+# A source written wrong on purpose, one line per kind of mistake: (line, what the report must say).
+PLANTED = [
+    ("flags = 1 << int(trt.BuilderFlag.EXPLICIT_BATCH_OLD)", "no attribute 'EXPLICIT_BATCH_OLD'"),
+    ("network = builder.create_netwrok(0)", "no attribute 'create_netwrok'"),
+    ("builder.num_DLA_cores = 2", "num_DLA_cores is not a writable property"),
+    ("builder.create_network(0, flags=0)", "'flags' is given twice"),
+    ("builder.max_threads.bit_length()", "cannot tell which TensorRT type"),
+]
+PLANTED_SOURCE = "import tensorrt as trt\n\n\ndef build(logger):\n    builder = trt.Builder(logger)\n" + "".join(
+    f"    {line}\n" for line, _ in PLANTED)
 
 
 def _project_set(replace: dict[str, Path] | None = None) -> str:
@@ -211,7 +221,7 @@ def reports(bindings: dict[str, dict[str, Any]], tmp_path_factory: pytest.TempPa
         path = tmp / mid / Path(rel).name
         path.write_text(src)
         sets[mid] = _project_set({path.name: path})
-    (tmp / "planted.py").write_text(PLANTED)
+    (tmp / "planted.py").write_text(PLANTED_SOURCE)
     sets["planted"] = str(tmp / "planted.py")
     run = f"import runpy, sys; sys.argv = ['trt_api', '--json', *{list(sets.values())!r}]; " \
           f"runpy.run_path({str(Path(trt_api.__file__))!r}, run_name='__main__')"
@@ -247,18 +257,17 @@ def test_checker_reports_each_planted_wrong_use(reports: dict[str, dict[str, Any
     found = trt_api.failures(reports[mid])
     assert found, f"mutant {mid} passed the conformance check"
     assert all(expected in line for line in found), found  # the planted use, and nothing else, is reported
-    if mid == "removed-in-11":  # still there in 10.x: only the 11.x bindings may complain
+    if mid in ("removed-in-11", "guard-covers-only-its-own-function"):  # still in 10.x: only 11.x may complain
         assert {line.split(":")[0] for line in found} == {f"TensorRT {v}" for v in reports[mid] if v.startswith("11.")}
 
 
-def test_checker_reports_a_wrong_enum_member_a_misspelt_method_and_a_read_only_write(
-        reports: dict[str, dict[str, Any]]) -> None:
+def test_checker_reports_each_line_of_a_source_written_wrong(reports: dict[str, dict[str, Any]]) -> None:
     found = trt_api.failures(reports["planted"])
     versions = list(reports["planted"])
-    for says in ("no attribute 'EXPLICIT_BATCH_OLD'", "no attribute 'create_netwrok'", "num_DLA_cores is not a writable property"):
-        hits = [line for line in found if says in line]
-        assert len(hits) == len(versions), (says, found)
-    assert len(found) == 3 * len(versions), found
+    for i, (line, says) in enumerate(PLANTED):
+        hits = [f for f in found if f"planted.py:{i + 6} " in f and says in f]  # line 6 is the first planted one
+        assert len(hits) == len(versions), (line, says, found)
+    assert len(found) == len(PLANTED) * len(versions), found
 
 
 def test_tensorrt_status_quotes_the_import_error_of_a_broken_install(
