@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from .data import DATASETS
 from .errors import ConfigError
@@ -28,7 +29,7 @@ class TrainConfig:
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 2e-4
-    lr_milestones: tuple[int, ...] = (20, 25)
+    lr_milestones: tuple[int, ...] = (20, 25)  # epochs, resolved by make_config from the preset's fractions
     lr_gamma: float = 0.1
     eps: float = 0.2
     label_smoothing: float = 0.5
@@ -41,6 +42,7 @@ class TrainConfig:
     d_widen: int = 5
     invariance: str = "mse"
     invariance_divisor: float = 2.0  # MSE weight is scale / divisor (CIFAR-100: 10)
+    imt_band: tuple[float, float] = (0.3, 0.7)  # IMT+ halves the step where low < p_natural < high (SVHN: 0.6)
     # PGD-AT
     pgd_steps: int = 7
     pgd_step_size: float | None = None  # default eps / 4
@@ -70,7 +72,15 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0 or self.d_lr <= 0:
             raise ConfigError("learning rates must be positive")
-        object.__setattr__(self, "lr_milestones", tuple(int(m) for m in self.lr_milestones))
+        milestones = tuple(self.lr_milestones)
+        if any(isinstance(m, bool) or not float(m).is_integer() or m < 0 for m in milestones) or list(milestones) != sorted(milestones):
+            raise ConfigError(f"lr_milestones are epoch numbers in increasing order, got {list(milestones)}; "
+                              "make_config turns fractions of the run into epochs")
+        object.__setattr__(self, "lr_milestones", tuple(int(m) for m in milestones))
+        lo, hi = (float(b) for b in self.imt_band)
+        if not 0.0 <= lo < hi <= 1.0:
+            raise ConfigError(f"imt_band must satisfy 0 <= low < high <= 1, got {list(self.imt_band)}")
+        object.__setattr__(self, "imt_band", (lo, hi))
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ConfigError(f"unknown device {self.device!r}")
 
@@ -81,6 +91,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["lr_milestones"] = list(self.lr_milestones)
+        d["imt_band"] = list(self.imt_band)
         return d
 
     @classmethod
@@ -90,8 +101,9 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown config fields {sorted(unknown)}")
         d = dict(d)
-        if "lr_milestones" in d:
-            d["lr_milestones"] = tuple(d["lr_milestones"])
+        for name in ("lr_milestones", "imt_band"):  # JSON lists; runs written before imt_band keep the default
+            if name in d:
+                d[name] = tuple(d[name])
         return cls(**d)
 
     def replace(self, **changes: Any) -> "TrainConfig":
@@ -99,20 +111,58 @@ class TrainConfig:
 
 
 # The paper's settings per data set (atld-method.md); digits' are this project's own (README).
+# lr_milestones are fractions of the run's length (the paper's epochs 60 and 90 of 400), so a shortened or
+# lengthened run decays at the same relative points; make_config turns them into epochs.
 PRESETS: dict[str, dict[str, Any]] = {
-    "digits": dict(arch="wrn-10-2", epochs=30, batch_size=50, lr=0.1, lr_milestones=(20, 25), eps=0.2),
-    "cifar10": dict(arch="wrn-28-10", epochs=400, batch_size=50, lr=0.1, lr_milestones=(60, 90), eps=8 / 255),
-    "cifar100": dict(arch="wrn-28-10", epochs=400, batch_size=50, lr=0.1, lr_milestones=(60, 90), eps=8 / 255, invariance_divisor=10.0),
-    "svhn": dict(arch="wrn-28-10", epochs=400, batch_size=50, lr=0.01, lr_milestones=(60, 90), eps=8 / 255),
-    "folder": dict(arch="wrn-16-4", epochs=100, batch_size=64, lr=0.1, lr_milestones=(50, 75), eps=8 / 255),
+    "digits": dict(arch="wrn-10-2", epochs=30, batch_size=50, lr=0.1, lr_milestones=(20 / 30, 25 / 30), eps=0.2),
+    "cifar10": dict(arch="wrn-28-10", epochs=400, batch_size=50, lr=0.1, lr_milestones=(60 / 400, 90 / 400), eps=8 / 255),
+    "cifar100": dict(arch="wrn-28-10", epochs=400, batch_size=50, lr=0.1, lr_milestones=(60 / 400, 90 / 400), eps=8 / 255,
+                     invariance_divisor=10.0),
+    "svhn": dict(arch="wrn-28-10", epochs=400, batch_size=50, lr=0.01, lr_milestones=(60 / 400, 90 / 400), eps=8 / 255,
+                 imt_band=(0.3, 0.6)),  # the authors' SVHN IMT+ code tests 0.3 < p < 0.6
+    "folder": dict(arch="wrn-16-4", epochs=100, batch_size=64, lr=0.1, lr_milestones=(0.5, 0.75), eps=8 / 255),
 }
 
 
+def parse_milestones(text: str) -> tuple[float, ...]:
+    """`"0.5,0.75"` -> (0.5, 0.75). Raises ConfigError on anything that is not a comma-separated number list."""
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"--lr-milestones takes comma-separated numbers such as 0.5,0.75, got {text!r}") from None
+
+
+def milestone_epochs(milestones: Sequence[float], epochs: int) -> tuple[int, ...]:
+    """Learning-rate milestones as epoch numbers for a run of `epochs`.
+
+    A value in (0, 1) is a fraction of the run: the rate decays from the first epoch that starts at or after
+    that point (epoch ceil(f * epochs)). A whole number is already an epoch number.
+
+    Raises:
+        ConfigError: a value that is neither, with an example of each.
+    """
+    out = []
+    for m in milestones:
+        if 0.0 < m < 1.0:
+            out.append(max(1, math.ceil(m * epochs - 1e-9)))  # the tolerance absorbs 0.15 * 400 = 60.000000000000007
+        elif m >= 0 and float(m).is_integer():
+            out.append(int(m))
+        else:
+            raise ConfigError(f"lr milestone {m} is neither a fraction of the run in (0, 1) nor a whole epoch number; "
+                              "write 0.5,0.75 to decay at half and three quarters of the run, or 60,90 for those epochs")
+    return tuple(sorted(out))
+
+
 def make_config(dataset: str, **overrides: Any) -> TrainConfig:
-    """The preset of `dataset` with `overrides` (None values are ignored) applied."""
+    """The preset of `dataset` with `overrides` (None values are ignored) applied.
+
+    `lr_milestones` (preset or override: fractions of the run, epoch numbers, or a string such as "0.5,0.75")
+    is resolved into epochs of the run's final length.
+    """
     if dataset not in PRESETS:
         raise ConfigError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     values: dict[str, Any] = {**PRESETS[dataset], **{k: v for k, v in overrides.items() if v is not None}}
+    if isinstance(values.get("lr_milestones"), str):
+        values["lr_milestones"] = parse_milestones(values["lr_milestones"])
+    values["lr_milestones"] = milestone_epochs(values["lr_milestones"], int(values["epochs"]))
     return TrainConfig(dataset=dataset, **values)
-
-

@@ -28,6 +28,9 @@ def train(
     epochs: Optional[int] = typer.Option(None, help="Epochs (default: the data set's preset)."),
     batch_size: Optional[int] = typer.Option(None),
     lr: Optional[float] = typer.Option(None, help="Classifier learning rate."),
+    lr_milestones: Optional[str] = typer.Option(
+        None, help="Where the learning rate drops x0.1: fractions of the run (0.5,0.75) or epoch numbers (50,75); "
+                   "default: the preset's fractions."),
     eps: Optional[float] = typer.Option(None, help="Perturbation budget in [0,1] pixel units (CIFAR: 8/255 = 0.0314)."),
     invariance: Optional[str] = typer.Option(None, help="mse (the authors' code) | divergence (the paper's eq. 6)."),
     image_size: Optional[int] = typer.Option(None, help="folder data sets: resize images to this size."),
@@ -48,8 +51,8 @@ def train(
 
     values = dict(
         dataset=dataset, data_dir=str(data_dir) if data_dir else None, download=download, method=method, arch=arch,
-        epochs=epochs, batch_size=batch_size, lr=lr, eps=eps, invariance=invariance, image_size=image_size,
-        seed=seed, device=device, amp=amp, channels_last=channels_last,
+        epochs=epochs, batch_size=batch_size, lr=lr, lr_milestones=lr_milestones, eps=eps, invariance=invariance,
+        image_size=image_size, seed=seed, device=device, amp=amp, channels_last=channels_last,
     )
     if resume:
         from ..run import read_run_meta
