@@ -85,8 +85,9 @@ class Run:
     discriminator: Discriminator | None
 
     def imt_config(self, mode: str = "plus", eps: float | None = None) -> IMTConfig:
-        """IMT parameters for this run: by default the training eps, band 0.3-0.7, factor 0.5."""
-        return IMTConfig(mode=mode, eps=self.config.eps if eps is None else eps)  # type: ignore[arg-type]
+        """IMT parameters for this run: by default the training eps, the run's IMT+ band (its data set's
+        preset: 0.3-0.7, SVHN 0.3-0.6), factor 0.5."""
+        return IMTConfig(mode=mode, eps=self.config.eps if eps is None else eps, band=self.config.imt_band)  # type: ignore[arg-type]
 
 
 def read_run_meta(path: str | Path) -> tuple[TrainConfig, tuple[str, ...], DataShape]:
