@@ -5,7 +5,6 @@ Each case hashes the whole tree (and its parent's listing) before and after the 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -20,24 +19,9 @@ from atld_deploy.config import make_config
 from atld_deploy.errors import ConfigError
 from atld_deploy.owned import Replacement
 from atld_deploy.train import Trainer
+from snapshot import tree
 
 TIMEOUT = 240
-
-
-def tree(root: Path) -> dict[str, tuple[str, str]]:
-    """Every entry under `root` (and `root`'s parent listing) -> (kind, content hash or link target)."""
-    out: dict[str, tuple[str, str]] = {"..": ("listing", ",".join(sorted(os.listdir(root.parent))))}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            p = Path(dirpath) / name
-            rel = str(p.relative_to(root))
-            if p.is_symlink():
-                out[rel] = ("link", os.readlink(p))
-            elif p.is_dir():
-                out[rel] = ("dir", oct(p.stat().st_mode))
-            else:
-                out[rel] = ("file", hashlib.sha256(p.read_bytes()).hexdigest() + oct(p.stat().st_mode))
-    return out
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
