@@ -84,7 +84,6 @@ class _Scanner:
             seen.setdefault((u.file, u.kind, _key(u.expr), u.optional), u)
         return list(seen.values())
 
-    # statements
     def _block(self, stmts: Iterable[ast.stmt], env: dict[str, Any], cls: str | None, fn: str | None) -> None:
         for s in stmts:
             self._stmt(s, env, cls, fn)
@@ -174,7 +173,6 @@ class _Scanner:
             it = it.func.value
         return self.consts.get(it.id) if isinstance(it, ast.Name) else None
 
-    # expressions
     def _emit(self, node: ast.AST, kind: str, expr: dict[str, Any], optional: bool = False, note: str = "") -> dict[str, Any]:
         text = ast.unparse(node)
         text = (text if len(text) <= 100 else text[:97] + "...") + note
@@ -228,7 +226,8 @@ class _Scanner:
             if names is None:  # a name the scan cannot know: reported, never silently skipped
                 return self._emit(node, "attr", {"k": "attr", "of": args[0], "name": "<dynamic>"})
             note = "" if isinstance(lit, ast.Constant) else " [{}]"
-            out = [self._emit(node, "attr", {"k": "attr", "of": args[0], "name": n}, len(args) >= 3, note.format(n)) for n in names]
+            optional = len(args) >= 3
+            out = [self._emit(node, "attr", {"k": "attr", "of": args[0], "name": n}, optional, note.format(n)) for n in names]
             return out[0] if len(out) == 1 else None
         target = self.defs.get(func.id)
         if target is not None:

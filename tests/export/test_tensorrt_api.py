@@ -51,10 +51,10 @@ def _pick_versions() -> list[str]:
     try:
         out = subprocess.run([*PIP, "index", "versions", PACKAGE], capture_output=True, text=True, timeout=120)
     except subprocess.TimeoutExpired:
-        pytest.skip(f"needs PyPI: `pip index versions {PACKAGE}` timed out")
+        pytest.skip(f"needs pip and PyPI: `pip index versions {PACKAGE}` timed out")
     m = re.search(r"Available versions:\s*(.+)", out.stdout)
     if out.returncode != 0 or not m:
-        pytest.skip(f"needs PyPI: `pip index versions {PACKAGE}` failed: {(out.stderr or out.stdout).strip()[-300:]}")
+        pytest.skip(f"needs pip and PyPI: `pip index versions {PACKAGE}` failed: {(out.stderr or out.stdout).strip()[-300:]}")
     found = sorted((Version(v.strip()) for v in m.group(1).split(",")), reverse=True)
     found = [v for v in found if not v.is_prerelease]
     tens = [v for v in found if v.major == 10]
@@ -89,7 +89,10 @@ def _site(version: str, cache: Path, tmp: Path) -> Path:
     shutil.rmtree(part, ignore_errors=True)  # a partial unpack of ours from an interrupted run
     with zipfile.ZipFile(found[0]) as z:
         z.extractall(part)
-    os.replace(part, site)
+    try:
+        os.replace(part, site)
+    except OSError:  # another run unpacked the same version first
+        shutil.rmtree(part, ignore_errors=True)
     return site
 
 
@@ -118,9 +121,10 @@ def _standins(libs: list[str], symbols: list[str], root: Path) -> Path:
     return out
 
 
-def _env(site: Path, libdir: Path, shim: Path | None) -> dict[str, str]:
-    paths = [str(p) for p in (shim, site, ROOT) if p is not None]
-    return dict(os.environ, PYTHONPATH=os.pathsep.join(paths), LD_LIBRARY_PATH=str(libdir), PYTHONNOUSERSITE="1")
+def _env(site: Path, libdir: Path, shim: Path) -> dict[str, str]:
+    """A subprocess environment where `import tensorrt` finds the bindings of `site` and the libraries in `libdir`."""
+    paths = os.pathsep.join(str(p) for p in (shim, site, ROOT))
+    return dict(os.environ, PYTHONPATH=paths, LD_LIBRARY_PATH=str(libdir), PYTHONNOUSERSITE="1")
 
 
 @pytest.fixture(scope="module")
@@ -177,8 +181,9 @@ MUTANTS = [
      "is a property, but the code calls it"),
     ("method-read-as-value", "runtime/trt_runner.py",
      [("engine.create_execution_context()", "engine.create_execution_context")], "is a method, but the code reads it"),
-    ("removed-in-10-setter", "export/trt.py", [("config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, spec.workspace_mb << 20)",
-                                                "config.max_workspace_size = spec.workspace_mb << 20")],
+    ("removed-in-10-setter", "export/trt.py",
+     [("config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, spec.workspace_mb << 20)",
+       "config.max_workspace_size = spec.workspace_mb << 20")],
      "no attribute 'max_workspace_size'"),
     ("renamed-property-written", "export/trt.py", [("_LOGGER.min_severity =", "_LOGGER.severity =")],
      "no attribute 'severity'"),
