@@ -121,7 +121,10 @@ def reproduce(settings: ReproSettings, out: Path, echo: Callable[[str], None] = 
 
 def render(results: list[MethodResult], s: ReproSettings, command: str, total_seconds: float) -> str:
     """The whole REPRODUCTION.md."""
+    from ..config import make_config
+
     m = machine_info()
+    milestones = make_config("digits", epochs=s.epochs).lr_milestones
     lines = [
         "# Reproducing ATLD's comparison at small scale (embedded digits)",
         "",
@@ -137,7 +140,8 @@ def render(results: list[MethodResult], s: ReproSettings, command: str, total_se
         f"- Machine: {m['platform']}, {m['cpu_count']} CPU(s), torch {m['torch']}, {m['threads']} thread(s); "
         "a 2-core CPU dev box shared with other jobs, no GPU.",
         f"- Data: scikit-learn digits (8x8 grayscale, 10 classes; 1,437 train / 360 test), eps = 0.2 in [0,1] pixels.",
-        f"- Equal budgets: every method trains {s.arch} for {s.epochs} epochs, batch {s.batch_size}, SGD lr 0.1, "
+        f"- Equal budgets: every method trains {s.arch} for {s.epochs} epochs, batch {s.batch_size}, SGD lr 0.1 "
+        f"(x0.1 after epochs {' and '.join(str(m) for m in milestones)}: the preset's fractions of the run), "
         f"seed {s.seed}. ATLD's discriminator: depth {s.d_depth}, widen {s.d_widen}.",
         f"- Evaluation: the same {s.n} seeded test examples (seed {s.seed}) for every model; attacks "
         f"{', '.join(s.attacks)} (Square: {s.square_queries} queries); PGD step eps/4 with random start, CW margin 50 (see the evaluation protocol).",

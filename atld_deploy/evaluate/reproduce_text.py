@@ -101,12 +101,14 @@ def claims_section(results: list[_Result]) -> list[str]:
 
 def recipe_section() -> list[str]:
     """Full-scale commands and the wall time the paper's costs imply on one GPU."""
-    ev = ("atld-deploy eval runs/{d}-{m} --n 10000 --eps 0.0314 "
+    # no --eps: eval defaults to the run's own training eps, exactly 8/255
+    ev = ("atld-deploy eval runs/{d}-{m} --n 10000 "
           "--attacks clean,fgsm,pgd20,pgd100,cw20,cw100,apgd-ce,apgd-t,square,autoattack,pgd20-smooth,pgd20-imtloss "
           "--json runs/{d}-{m}/eval.json --markdown runs/{d}-{m}/eval.md")
     lines = ["", "## Recipe at full scale (CIFAR-10, CIFAR-100, SVHN)", "",
              "The presets carry the paper's settings (WRN-28-10, eps 8/255, batch 50, 400 epochs, lr 0.1 with x0.1 at",
-             "epochs 60 and 90; SVHN lr 0.01; CIFAR-100 invariance weight scale/10). Same commands for each data set",
+             "epochs 60 and 90, stored as 15% and 22.5% of the run; SVHN lr 0.01 and IMT+ band 0.3-0.6; CIFAR-100",
+             "invariance weight scale/10). Same commands for each data set",
              "(`cifar10`, `cifar100`, `svhn`):", "", "```"]
     for d in ("cifar10", "cifar100", "svhn"):
         for m, extra in (("atld", ""), ("pgd-at", ""), ("feature-scattering", " --epochs 200 --batch-size 60")):
