@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .errors import DataError
+from .names import check_names
 
 DATASETS = ("digits", "cifar10", "cifar100", "svhn", "folder")
 DIGITS_SPLIT_SEED = 0  # the fixed train/test split of the embedded digits (1,437 / 360)
@@ -147,6 +148,7 @@ def load_cifar_bundle(name: str, data_dir: Path, download: bool) -> DataBundle:
         )
     meta = _read_cifar_batch(root / meta_file, names_key)
     classes = tuple(str(c) for c in meta[names_key])  # type: ignore[union-attr]
+    check_names(classes, "class name", root / meta_file, DataError, "delete the file and re-run with --download")
     xtr, ytr = _cifar_split(root, train_files, label_key)
     xte, yte = _cifar_split(root, test_files, label_key)
     n = 10 if name == "cifar10" else 100
@@ -214,6 +216,7 @@ def load_folder_bundle(data_dir: Path, size: int) -> DataBundle:
     if not train_dir.is_dir() or not test_dir.is_dir():
         raise DataError(f"image folder {data_dir} must contain train/<class>/... and test/<class>/... (torchvision ImageFolder layout)")
     classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
+    check_names(classes, "class folder", train_dir, DataError, "rename the folder")  # test/ must use the same names
     if len(classes) < 2:
         raise DataError(f"{train_dir} must hold at least two class folders, found {classes}")
     test_classes = sorted(p.name for p in test_dir.iterdir() if p.is_dir())

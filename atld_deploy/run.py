@@ -24,7 +24,7 @@ from torch import nn
 from .config import TrainConfig
 from .errors import CheckpointError
 from .imt import IMTConfig
-from .io import read_json
+from .io import read_json, require_regular_file
 from .models import Discriminator, create_discriminator, create_model
 
 RUN_FORMAT = 1
@@ -60,6 +60,8 @@ def _read_json(path: Path) -> Any:
 def _load_weights(module: nn.Module, path: Path) -> None:
     from safetensors.torch import load_file
 
+    if path.exists():  # a FIFO would block the reader, a device would be read forever
+        require_regular_file(path, CheckpointError, "put the run's own weights file back, or retrain")
     try:
         state = load_file(str(path))
     except FileNotFoundError as e:

@@ -9,17 +9,21 @@
 Dims in config.pbtxt leave out the batch dimension (`max_batch_size` > 0). Outputs whose only
 dimension is the batch (p_natural) are declared as dims [1] with `reshape { shape: [] }`, Triton's
 documented form for per-example scalars.
+
+Class and tensor names are written verbatim, so names a line-based or quoted-string reader would split
+are refused before anything is written. Every file goes through an atomic write (a planted symlink is
+replaced, its target never written).
 """
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..io import write_bytes_atomic
-from .manifest import BATCH, GraphEntry, Manifest, TensorSpec
+from ..io import copy_file_atomic, write_bytes_atomic
+from ..names import check_names
+from .manifest import BATCH, MANIFEST, GraphEntry, Manifest, TensorSpec
 
 _TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "uint8": "TYPE_UINT8", "int64": "TYPE_INT64"}
 
@@ -63,7 +67,13 @@ def _tensor(t: TensorSpec, labels: bool) -> str:
 
 
 def config_pbtxt(model_name: str, platform: str, graph: GraphEntry, opts: TritonOptions) -> str:
-    """The text-format ModelConfig for one model."""
+    """The text-format ModelConfig for one model.
+
+    Raises:
+        ConfigError: a tensor name that would break out of its quoted string, or a tensor Triton cannot batch.
+    """
+    check_names([*graph.input_names(), *graph.output_names()], "tensor name", f"the manifest entry of {graph.file}",
+                ConfigError, "re-export the artifact")
     inputs = ",\n".join(_tensor(t, False) for t in graph.inputs)
     outputs = ",\n".join(_tensor(t, t.name == "logits") for t in graph.outputs)
     preferred = ", ".join(str(b) for b in opts.preferred_batch_sizes)
@@ -76,15 +86,11 @@ def config_pbtxt(model_name: str, platform: str, graph: GraphEntry, opts: Triton
     )
 
 
-def _write_model(repo: Path, model_name: str, platform: str, src: Path, filename: str, graph: GraphEntry,
-                 opts: TritonOptions, classes: list[str]) -> Path:
+def _write_model(repo: Path, model_name: str, src: Path, filename: str, config: str, labels: str) -> Path:
     d = repo / model_name
-    (d / "1").mkdir(parents=True, exist_ok=True)
-    tmp = d / "1" / f".{filename}.tmp"
-    shutil.copyfile(src, tmp)
-    tmp.replace(d / "1" / filename)
-    write_bytes_atomic(d / "labels.txt", ("\n".join(classes) + "\n").encode())
-    write_bytes_atomic(d / "config.pbtxt", config_pbtxt(model_name, platform, graph, opts).encode())
+    copy_file_atomic(src, d / "1" / filename)
+    write_bytes_atomic(d / "labels.txt", labels.encode())
+    write_bytes_atomic(d / "config.pbtxt", config.encode())
     return d
 
 
@@ -93,19 +99,23 @@ def write_triton_repo(art_dir: str | Path, repo: str | Path, opts: TritonOptions
 
     Raises:
         ExportError: the artifact is missing or tampered (hashes are checked first).
-        ConfigError: invalid options, or a max batch larger than the engine's profile allows.
+        ConfigError: invalid options, class or tensor names Triton's files cannot carry, or a max batch larger
+        than the engine's profile allows (all checked before anything is written).
     """
     art, repo = Path(art_dir), Path(repo)
     m = Manifest.load(art)
     graph = m.graphs[opts.graph] if opts.graph in m.graphs else None
     if graph is None:
         raise ConfigError(f"graph {opts.graph!r} is not in {art} (it has {', '.join(sorted(m.graphs))})")
-    written = [_write_model(repo, opts.name, "onnxruntime_onnx", m.graph_path(art, opts.graph), "model.onnx", graph, opts, m.classes)]
+    check_names(m.classes, "class name", art / MANIFEST, ConfigError, "re-export from a run with safe class names")
+    labels = "\n".join(m.classes) + "\n"
+    models = [(opts.name, m.graph_path(art, opts.graph), "model.onnx",
+               config_pbtxt(opts.name, "onnxruntime_onnx", graph, opts))]
     engine = m.engines.get(opts.graph)
     if engine is not None:
         if opts.max_batch_size > engine.max_batch:
             raise ConfigError(f"max_batch_size {opts.max_batch_size} exceeds the engine's profile max {engine.max_batch}; "
                               f"rebuild with --max-batch {opts.max_batch_size} or lower --triton-max-batch")
-        written.append(_write_model(repo, f"{opts.name}_trt", "tensorrt_plan", m.engine_path(art, opts.graph),
-                                    "model.plan", graph, opts, m.classes))
-    return written
+        name = f"{opts.name}_trt"
+        models.append((name, m.engine_path(art, opts.graph), "model.plan", config_pbtxt(name, "tensorrt_plan", graph, opts)))
+    return [_write_model(repo, name, src, filename, config, labels) for name, src, filename, config in models]
