@@ -19,9 +19,11 @@ ENV = {**os.environ, "NO_COLOR": "1", "TERM": "dumb", "COLUMNS": "200"}
 ENV.pop("FORCE_COLOR", None)
 
 
-def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The installed script in `cwd`; a crash report it writes lands in `cwd` too (TMPDIR), not in /tmp."""
     assert SCRIPT.is_file(), f"{SCRIPT} is not installed: run `pip install --no-deps -e .` in this environment"
-    return subprocess.run([str(SCRIPT), *args], cwd=cwd, env=env or ENV, capture_output=True, text=True, timeout=120)
+    return subprocess.run([str(SCRIPT), *args], cwd=cwd, env={**ENV, "TMPDIR": str(cwd)}, capture_output=True,
+                          text=True, timeout=120)
 
 
 def assert_usage_error(out: subprocess.CompletedProcess[str], usage: str, message: str) -> None:
@@ -59,6 +61,7 @@ def test_version_prints_the_installed_version(tmp_path: Path) -> None:
 def test_user_error_is_one_line_with_its_exit_code(tmp_path: Path) -> None:
     out = run_cli("verify", str(tmp_path / "missing"), cwd=tmp_path)
     assert out.returncode == 2, out.stderr
+    assert list(tmp_path.iterdir()) == []
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
     assert "missing" in lines[0]
