@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import torch
 
 from ..errors import ConfigError, DataError, EngineError, ExportError
+from ..imt import IMTConfig
 from ..io import write_json_atomic
 from ..run import load_run
 from .manifest import PARITY, Manifest
@@ -64,6 +65,22 @@ def onnxruntime_runner(path: Path, expose: Sequence[str] = ()) -> Any:
         if name in produced and name not in present:
             model.graph.output.append(onnx.ValueInfoProto(name=name))
     return OnnxrtRunner(SessionFromOnnx(model.SerializeToString(), providers=["CPUExecutionProvider"]), name=f"onnxruntime:{path.name}")
+
+
+def onnx_graph_parity(
+    path: Path,
+    key: str,
+    precision: str,
+    classifier: torch.nn.Module,
+    discriminator: torch.nn.Module,
+    cfg: IMTConfig,
+    x: torch.Tensor,
+    ref_cache: dict[str, Any] | None = None,
+) -> GraphParity:
+    """Parity of one ONNX graph of kind `key` ("classifier", "discriminator", "pipeline*") on ONNX Runtime
+    CPU against the PyTorch modules; a pipeline's internal `images_imt` is exposed for the step check."""
+    runner = onnxruntime_runner(path, expose=[TRANSFORMED] if key.startswith("pipeline") else [])
+    return check_graph_parity(key, "onnxruntime", precision, runner, classifier, discriminator, cfg, x, ref_cache=ref_cache)
 
 
 def tensorrt_runner(engine_path: Path) -> Any:
@@ -118,9 +135,7 @@ def verify_artifacts(
     refs: dict[str, Any] = {}
     if "onnxruntime" in wanted:
         for key, entry in manifest.graphs.items():
-            runner = onnxruntime_runner(art / entry.file, expose=[TRANSFORMED] if key.startswith("pipeline") else [])
-            entries.append(check_graph_parity(key, "onnxruntime", entry.precision, runner, run.classifier, run.discriminator, cfg, x,
-                                              ref_cache=refs, n_real=info["real"]))
+            entries.append(onnx_graph_parity(art / entry.file, key, entry.precision, run.classifier, run.discriminator, cfg, x, refs))
     if "tensorrt" in wanted:
         missing = tensorrt_status()
         if missing:
@@ -136,8 +151,9 @@ def verify_artifacts(
                 graph_kind = "classifier" if src == "classifier" else src
                 runner = tensorrt_runner(art / eng.file)
                 sizes = sorted({eng.min_batch, min(eng.opt_batch, eng.max_batch), min(3, eng.max_batch)})
-                entries.append(check_graph_parity(graph_kind, "tensorrt", eng.precision, runner, run.classifier, run.discriminator, cfg, x, batch_sizes=sizes, ref_cache=refs,
-                                                  n_real=info["real"]))
+                # Engines are built from graphs without images_imt, so the step is not checked on them.
+                entries.append(check_graph_parity(graph_kind, "tensorrt", eng.precision, runner, run.classifier, run.discriminator,
+                                                  cfg, x, batch_sizes=sizes, ref_cache=refs, expect_step=False))
                 entries[-1].graph = f"{key} (engine)"
     info["seconds"] = round(time.perf_counter() - t0, 2)
     report = ParityReport(entries=entries, inputs=info, skipped=skipped)

@@ -16,10 +16,12 @@ from atld_deploy.cli import main
 from atld_deploy.errors import ExportError
 from atld_deploy.export import Manifest, tensorrt_status, verify_artifacts
 from atld_deploy.export.manifest import MANIFEST, PARITY, RUN_DIR
+from atld_deploy.export.parity import binomial_bar, floor_label_rate
 from atld_deploy.imt import IMTPipeline
 from atld_deploy.run import load_run
 
-PARITY_ARGS = ["--parity-real", "96", "--parity-random", "16"]
+# Every test digit plus random images: label bars are binomial bounds on these 400 images (parity.py).
+PARITY_ARGS = ["--parity-real", "360", "--parity-random", "40"]
 
 
 @pytest.fixture(scope="session")
@@ -44,10 +46,14 @@ def test_export_writes_every_file_and_passes(exported: tuple[Path, int, str]) ->
     for name in ("config.json", "classes.json", "classifier.safetensors", "discriminator.safetensors"):
         assert (art / RUN_DIR / name).is_file()
     report = json.loads((art / PARITY).read_text())
-    assert report["passed"] is True and report["inputs"]["real"] == 96
+    assert report["passed"] is True and report["inputs"]["real"] == 360 and report["inputs"]["random"] == 40
     pipe = next(e for e in report["entries"] if e["graph"] == "pipeline")
-    assert pipe["label_agreement"] >= 0.999 and pipe["sign_agreement"] >= 0.999
-    assert pipe["label_scope"] == "all images"  # float32: every image counts, random ones included
+    # float32 bars, stated before the graph ran: labels a 99.9% binomial bound at a 0.1% flip rate
+    assert pipe["samples"] == 400 and pipe["label_bar"] == binomial_bar(400, 1e-3) and pipe["label_flips"] <= pipe["label_bar"]
+    assert pipe["sign_bar"] == pytest.approx(0.999) and pipe["sign_agreement"] >= pipe["sign_bar"]
+    step = pipe["step"]  # the IMT step itself: exact wherever it is not clamped
+    assert step["pixels_checked"] > 10_000 and step["pixels_wrong"] == 0 and step["pixels_outside"] == 0
+    assert step["examples_other_band"] == 0
     import onnx
 
     model = onnx.load(str(art / "pipeline.onnx"))
@@ -81,8 +87,14 @@ def test_float16_pipeline_is_float16_inside_float32_outside_and_verified(exporte
     report = json.loads((art / PARITY).read_text())
     e16 = next(e for e in report["entries"] if e["graph"] == "pipeline_fp16")
     assert e16["passed"] and e16["precision"] == "fp16"
-    assert e16["label_agreement"] >= 0.99 and e16["sign_agreement"] >= 0.97
-    assert e16["outputs"]["logits"]["mean_abs"] <= 1e-2 * e16["outputs"]["logits"]["ref_scale"]
+    # the bars come from this model's float16-weight floor on the same 400 images, measured at export
+    n, floor_flips = e16["samples"], e16["floor_label_flips"]
+    assert n == 400 and e16["label_bar"] == binomial_bar(n, floor_label_rate(floor_flips, n)) >= floor_flips + 3
+    assert e16["label_flips"] <= e16["label_bar"] and e16["sign_agreement"] >= e16["sign_bar"]
+    assert e16["step"]["pixels_checked"] > 10_000 and e16["step"]["pixels_wrong"] == 0  # the step is float32 inside
+    for name in ("logits", "p_natural"):
+        out = e16["outputs"][name]
+        assert out["mean_abs"] <= out["bar"] <= 1e-2 * out["ref_scale"]
 
 
 @pytest.mark.parametrize("batch", [1, 3, 64])
@@ -108,7 +120,7 @@ def test_tampered_onnx_is_a_hash_mismatch(exported: tuple[Path, int, str], tmp_p
     data = bytearray((art / "pipeline.onnx").read_bytes())
     data[-10] ^= 0xFF
     (art / "pipeline.onnx").write_bytes(bytes(data))
-    with pytest.raises(ExportError, match=r"pipeline\.onnx has SHA-256 .* re-export with `atld-deploy export RUN --out ART`"):
+    with pytest.raises(ExportError, match=r"pipeline\.onnx (has|does not match the) SHA-256 .* re-export with `atld-deploy export RUN --out ART`"):
         Manifest.load(art)
     assert main(["verify", str(art)]) == 2
 
@@ -129,7 +141,7 @@ def test_verify_cli_rechecks(exported: tuple[Path, int, str], tmp_path: Path, ca
     art = tmp_path / "art"
     shutil.copytree(exported[0], art)
     (art / PARITY).unlink()
-    assert main(["verify", str(art), "--parity-real", "32", "--parity-random", "8"]) == 0
+    assert main(["verify", str(art), "--parity-real", "160", "--parity-random", "40"]) == 0
     out = capsys.readouterr().out
     assert "pipeline" in out and "PASS" in out and "FAIL" not in out
     assert json.loads((art / PARITY).read_text())["passed"] is True
@@ -208,7 +220,7 @@ def test_modified_run_copy_is_a_hash_mismatch(exported: tuple[Path, int, str], t
     data = bytearray(weights.read_bytes())
     data[-5] ^= 0x01  # one bit of one weight: the torch backend would silently serve another model
     weights.write_bytes(bytes(data))
-    with pytest.raises(ExportError, match=r"run/classifier\.safetensors has SHA-256 .* re-export"):
+    with pytest.raises(ExportError, match=r"run/classifier\.safetensors (has|does not match the) SHA-256 .* re-export"):
         Manifest.load(art)
 
 

@@ -92,8 +92,19 @@ def test_check_refuses_custom_domain_and_bad_opset() -> None:
         check_graph(old, "tiny")
 
 
+def _tiny_onnx(path: Path) -> None:
+    """A real one-node ONNX graph (images -> images), so the manifest's graph checks have a graph to read."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    io = [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 1, 8, 8])]
+    graph = helper.make_graph([helper.make_node("Identity", ["images"], ["out"])], "g", io,
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 1, 8, 8])])
+    onnx.save(helper.make_model(graph), str(path))
+
+
 def _manifest(d: Path) -> Manifest:
-    (d / "g.onnx").write_bytes(b"graph")
+    _tiny_onnx(d / "g.onnx")
     spec = TensorSpec("images", "float32", ["batch", 1, 8, 8], "images")
     return Manifest(FORMAT_VERSION, ["a", "b"], input_spec(1, 8, "resize"), {"mode": "plus", "eps": 0.1, "band": [0.3, 0.7], "factor": 0.5},
                     {"classifier": GraphEntry("g.onnx", [spec], [spec], sha256_file(d / "g.onnx"))})
@@ -187,21 +198,125 @@ def test_graph_rewrites_keep_the_function() -> None:
     assert np.abs(after - before).max() < 1e-5
 
 
-def test_labels_are_judged_on_real_images_and_random_ones_reported() -> None:
+@pytest.mark.parametrize("n,rate", [(40, 1e-3), (320, 1e-3), (400, 1 / 402), (400, 6 / 402), (112, 0.05)])
+def test_label_bar_is_a_binomial_bound_three_flips_above_the_expected(n: int, rate: float) -> None:
+    from scipy.stats import binom
+
+    from atld_deploy.export.parity import ALPHA, binomial_bar
+
+    bar = binomial_bar(n, rate)
+    assert bar >= n * rate + 3  # one flip, or two, never decides
+    assert binom.sf(bar, n, rate) <= ALPHA  # a correct graph exceeds it with probability <= 0.1%
+
+
+def _logits(n: int, flips: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Reference logits with clear winners, and a copy whose first `flips` labels changed."""
+    ref = np.random.default_rng(seed).normal(size=(n, 10)).astype(np.float32)
+    ref[np.arange(n), np.arange(n) % 10] += 6.0
+    got = ref.copy()
+    got[np.arange(flips), (np.arange(flips) + 1) % 10] += 12.0
+    return ref, got
+
+
+def test_labels_are_held_to_the_stated_bar_and_fail_one_flip_beyond() -> None:
+    from atld_deploy.export.parity import THRESHOLDS, binomial_bar, compare, floor_label_rate
+
+    bar32 = binomial_bar(400, THRESHOLDS["fp32"].label_rate)
+    ref, ok = _logits(400, bar32)
+    _, bad = _logits(400, bar32 + 1)
+    passed = compare("classifier", "onnxruntime", "fp32", {"logits": ref}, {"logits": ok}, None)
+    assert passed.label_bar == bar32 and passed.label_flips == bar32
+    assert not [f for f in passed.failures if f.startswith("labels")]  # the flipped logits also break the error bound
+    failed = compare("classifier", "onnxruntime", "fp32", {"logits": ref}, {"logits": bad}, None)
+    assert any(f"labels differ on {bar32 + 1} of 400 images > {bar32} allowed" in f for f in failed.failures)
+    # float16: the bar comes from the floor's flips on the same images; without a floor there is no bar
+    _, floor = _logits(400, 2)
+    bar16 = binomial_bar(400, floor_label_rate(2, 400))
+    ref, ok = _logits(400, bar16)
+    _, bad = _logits(400, bar16 + 1)
+    res = compare("classifier", "onnxruntime", "fp16", {"logits": ref}, {"logits": ok}, None, floor={"logits": floor})
+    assert res.floor_label_flips == 2 and res.label_bar == bar16 >= 2 + 3
+    assert not [f for f in res.failures if f.startswith("labels")]
+    res = compare("classifier", "onnxruntime", "fp16", {"logits": ref}, {"logits": bad}, None, floor={"logits": floor})
+    assert any(f.startswith(f"labels differ on {bar16 + 1} of 400") for f in res.failures)
+    res = compare("classifier", "onnxruntime", "fp16", {"logits": ref}, {"logits": ok}, None)
+    assert "fp16 labels have no floor to be judged against" in res.failures
+
+
+def test_float16_error_bound_follows_the_floor() -> None:
     from atld_deploy.export.parity import compare
 
-    ref = np.zeros((20, 10), np.float32)
-    ref[np.arange(16), np.arange(16) % 10] = 3.0  # 16 real images: clear winners
-    ref[16:, 0] = 0.01  # 4 random images: near ties between classes 0 and 1
-    got = {"logits": ref.copy()}
-    got["logits"][17:, 1] = 0.02  # 3 of them flip, by an error far inside the float16 bound
-    res = compare("pipeline_fp16", "onnxruntime", "fp16", {"logits": ref}, got, None, n_real=16)
-    assert res.passed and res.label_agreement == 1.0 and res.label_scope == "real test images"
-    assert res.label_agreement_random == 0.25
-    alone = compare("pipeline_fp16", "onnxruntime", "fp16", {"logits": ref}, got, None, n_real=0)  # no real images
-    assert alone.label_scope == "all images" and alone.label_agreement == 17 / 20
-    assert not alone.passed and "labels agree on 85.00% < 99.0% (all images)" in alone.failures[0]
-    strict = compare("pipeline", "onnxruntime", "fp32", {"logits": ref}, got, None, n_real=16)  # fp32: all judged
-    assert strict.label_scope == "all images" and not strict.passed
-    got["logits"][0, 5] = 3.5  # a real image flips: judged, fails
-    assert not compare("pipeline_fp16", "onnxruntime", "fp16", {"logits": ref}, got, None, n_real=16).passed
+    ref = np.full((100, 10), 2.0, np.float32)
+    ref[:, 0] = 5.0
+    floor = {"logits": ref + 2e-3}  # the float16 weights alone move every logit by 2e-3
+    within = compare("classifier", "onnxruntime", "fp16", {"logits": ref}, {"logits": ref + 15e-3}, None, floor=floor)
+    assert within.passed and within.outputs["logits"].bar == pytest.approx(16e-3, rel=1e-3)  # below 1e-2 x max(1, |ref|) = 0.05
+    beyond = compare("classifier", "onnxruntime", "fp16", {"logits": ref}, {"logits": ref + 17e-3}, None, floor=floor)
+    assert any(f.startswith("logits: mean |err| 0.017 > 8 x the float16-weight floor's 0.002") for f in beyond.failures)
+
+
+def test_sign_share_bar_is_the_stated_bound() -> None:
+    from atld_deploy.export.parity import share_bar
+
+    assert share_bar(0.02, 400) == pytest.approx(0.02 + 3.0902 * 2 * np.sqrt(0.02 * 0.98 / 400), rel=1e-4)
+    assert share_bar(0.0, 400) == pytest.approx(3.0902 * 2 * np.sqrt((1 / 400) * (1 - 1 / 400) / 400), rel=1e-4)
+
+
+def _step_case(mode: str = "plus") -> tuple[np.ndarray, np.ndarray, np.ndarray, "IMTConfig"]:  # noqa: F821
+    """Four examples of 32 pixels: p_natural 0.1 and 0.9 (outside the band), 0.5 (inside), 0.3001 (at an edge)."""
+    from atld_deploy.imt import IMTConfig
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, size=(4, 1, 4, 8)).astype(np.float32)
+    x[:, 0, 0, :4] = [0.0, 1.0, 0.02, 0.99]  # pixels the clamp pins or cuts short
+    g = rng.normal(size=x.shape).astype(np.float32)
+    return x, g, np.array([0.1, 0.9, 0.5, 0.3001], np.float32), IMTConfig(mode=mode, eps=0.1, band=(0.3, 0.7), factor=0.5)
+
+
+def _stepped(x: np.ndarray, g: np.ndarray, m: list[float], eps: float = 0.1, clamp: bool = True) -> np.ndarray:
+    x_t = x + np.array(m, np.float32).reshape(-1, 1, 1, 1) * np.float32(eps) * np.sign(g)
+    return np.clip(x_t, 0, 1) if clamp else x_t
+
+
+def test_step_check_accepts_the_exact_step_and_a_band_edge() -> None:
+    from atld_deploy.export.step import check_step
+
+    x, g, p, cfg = _step_case()
+    exact = check_step(x, _stepped(x, g, [1, 1, 0.5, 0.5]), g, p, p, cfg)
+    assert exact.failures() == [] and exact.examples_in_band == 2 and exact.pixels_checked > 100
+    # example 3 sits 1e-4 inside the band's low edge: a graph whose own p_natural is 0.2999 may step as
+    # outside the band; one whose p_natural equals the reference's may not
+    p_graph = p.copy()
+    p_graph[3] = 0.2999
+    crossed = check_step(x, _stepped(x, g, [1, 1, 0.5, 1]), g, p, p_graph, cfg)
+    assert crossed.failures() == [] and crossed.examples_near_edge == 1
+    same_p = check_step(x, _stepped(x, g, [1, 1, 0.5, 1]), g, p, p, cfg)
+    assert same_p.examples_other_band == 1 and "1 examples took the other band's step" in same_p.failures()[0]
+
+
+@pytest.mark.parametrize("m,clamp,expected", [
+    ([0.75, 0.75, 0.375, 0.375], True, r"differs from m x eps on \d+ of \d+ checked pixels in 4 examples"),
+    ([1, 1, 1, 1], True, r"2 examples took the other band's step"),  # IMT+ band ignored
+    ([1, 1, 0.75, 0.75], True, r"differs from m x eps .* in 2 examples"),  # factor 0.75
+    ([1, 1, 0.5, 0.5], False, r"pixels lie outside \[0, 1\] .*not clamped"),
+    ([0.5, 0.5, 0.25, 0.25], True, r"2 examples took the other band's step"),  # step x0.5
+])
+def test_step_check_rejects_a_wrong_step(m: list[float], clamp: bool, expected: str) -> None:
+    import re
+
+    from atld_deploy.export.step import check_step
+
+    x, g, p, cfg = _step_case()
+    failures = check_step(x, _stepped(x, g, m, clamp=clamp), g, p, p, cfg).failures()
+    assert any(re.search(expected, f) for f in failures), failures
+
+
+def test_step_check_in_plain_and_off_modes() -> None:
+    from atld_deploy.export.step import check_step
+
+    x, g, p, plain = _step_case("plain")
+    assert check_step(x, _stepped(x, g, [1, 1, 1, 1]), g, p, p, plain).failures() == []
+    assert check_step(x, _stepped(x, g, [1, 1, 0.5, 1]), g, p, p, plain).pixels_wrong > 0
+    _, _, _, off = _step_case("off")
+    assert check_step(x, x.copy(), g, p, p, off).failures() == []
+    assert check_step(x, _stepped(x, g, [1, 1, 1, 1]), g, p, p, off).pixels_wrong > 0
