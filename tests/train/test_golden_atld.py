@@ -168,9 +168,9 @@ def test_discriminator_outputs_match_the_authors_layout() -> None:
         p_ref, cls_ref = d_ref(z.view(16, NUM_CLASSES, 1, 1))
         assert _max_diff(torch.sigmoid(natural_logit), p_ref.view(-1)) < TOL
         assert _max_diff(cls, cls_ref) < TOL
-    _compare_state = []
-    _compare("after train-mode passes", d.state_dict(), project_layout(d_ref.state_dict(), 4), _compare_state)
-    assert _compare_state == []
+    state_mismatches: list[str] = []
+    _compare("after train-mode passes", d.state_dict(), project_layout(d_ref.state_dict(), 4), state_mismatches)
+    assert state_mismatches == []
     # the comparison sees a wrong layout: class head and natural unit swapped
     wrong = project_layout(d_ref.state_dict(), 4)
     wrong["head.weight"] = wrong["head.weight"].roll(1, dims=0)
