@@ -26,6 +26,10 @@ class ExportError(AtldError):
     """An artifact could not be exported or failed a static check."""
 
 
+class ArtifactError(ExportError):
+    """An artifact directory that is missing, malformed, incomplete, tampered with, unverified or unsigned."""
+
+
 class EngineError(AtldError):
     """A runtime backend or engine is missing, stale or does not match this machine."""
 

@@ -34,10 +34,11 @@ def tiny_standard_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_artifacts(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`atld-deploy export` of `tiny_run`: classifier, discriminator and IMT pipeline graphs, run/ copy.
-    Parity is the export tests' job; the consumers compare backends themselves."""
+    """`atld-deploy export` of `tiny_run` with its float32 parity check: classifier, discriminator and IMT pipeline
+    graphs, run/ copy, `verified: true` (the runtime serves only verified artifacts). The export tests judge
+    parity itself; the consumers compare backends themselves."""
     from atld_deploy.export import export_run
 
     art = tmp_path_factory.mktemp("art") / "art"
-    export_run(tiny_run, art, skip_parity=True)
+    assert export_run(tiny_run, art).verified
     return art

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -75,3 +76,17 @@ def verify(
     if not report.passed:
         raise ParityError(f"parity failed for {art} (details in {art / 'parity.json'}); manifest marked verified: false")
     typer.echo(f"{art}: verified")
+
+
+@app.command()
+def sign(
+    art: Path = typer.Argument(..., help="Artifact directory written by `atld-deploy export`."),
+    key: Path = typer.Option(..., "--key", help="EC private key (PEM) to sign with."),
+    password: Optional[str] = typer.Option(None, "--password", envvar="ATLD_DEPLOY_KEY_PASSWORD",
+                                           help="The private key's password, if it has one."),
+) -> None:
+    """Sign every file of an artifact (OpenSSF model-signing; needs the `sign` extra): writes ART/model.sig."""
+    from ..signing import sign_artifact
+
+    sig = sign_artifact(art, key, password)
+    typer.echo(f"signed {art} -> {sig}; loading commands check it with --public-key KEY.pub or $ATLD_DEPLOY_TRUST_KEY")

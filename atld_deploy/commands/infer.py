@@ -10,6 +10,9 @@ import typer
 from ..cli_app import app
 
 EXIT_SOME_UNREADABLE = 3
+ALLOW_UNVERIFIED_HELP = "Serve an artifact whose manifest does not record a passed parity verification."
+PUBLIC_KEY_HELP = ("Require a valid signature (`atld-deploy sign`) by this EC public key (PEM); default: "
+                   "$ATLD_DEPLOY_TRUST_KEY if set, else no signature check.")
 
 
 def _int_list(text: str, what: str) -> list[int]:
@@ -38,6 +41,8 @@ def infer(
     overwrite: bool = typer.Option(False, help="Replace an existing --output."),
     progress: bool = typer.Option(True, help="Show a progress bar on stderr."),
     shard: Optional[str] = typer.Option(None, help="i/n: classify only shard i (0-based) of n; join with `atld-deploy merge`."),
+    allow_unverified: bool = typer.Option(False, "--allow-unverified", help=ALLOW_UNVERIFIED_HELP),
+    public_key: Optional[Path] = typer.Option(None, "--public-key", help=PUBLIC_KEY_HELP),
 ) -> None:
     """Classify every file under IMAGES; exit 0 if all were classified, 3 if some could not be read."""
     from tqdm import tqdm
@@ -46,7 +51,8 @@ def infer(
     from ..runtime.shard import Shard
 
     part = Shard.parse(shard) if shard is not None else None
-    clf = Classifier.load(artifacts, backend=backend, device=device, imt=imt, batch_size=batch_size)
+    clf = Classifier.load(artifacts, backend=backend, device=device, imt=imt, batch_size=batch_size,
+                          allow_unverified=allow_unverified, public_key=public_key)
     typer.echo(f"infer: {clf.runner.describe()} running {clf.graph!r} of {artifacts}", err=True)
     bar = tqdm(unit="img", desc="infer", disable=not progress, dynamic_ncols=True, smoothing=0.1)
     try:
@@ -70,6 +76,8 @@ def bench(
     iters: int = typer.Option(20, help="Timed calls per backend, graph and batch size (after 3 warm-up calls)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the figures to this JSON file."),
+    allow_unverified: bool = typer.Option(False, "--allow-unverified", help=ALLOW_UNVERIFIED_HELP),
+    public_key: Optional[Path] = typer.Option(None, "--public-key", help=PUBLIC_KEY_HELP),
 ) -> None:
     """Throughput (images/s) and latency (p50/p95 ms per batch) of each backend, classifier and IMT pipeline."""
     import platform
@@ -80,6 +88,7 @@ def bench(
     sizes = _int_list(batch_sizes, "--batch-sizes")
     names = [b.strip() for b in backends.split(",") if b.strip()]
     rows, unavailable = run_bench(artifacts, backends=names, batch_sizes=sizes, iters=iters, device=device,
+                                  allow_unverified=allow_unverified, public_key=public_key,
                                   on_row=lambda r: typer.echo(f"  {r.backend} {r.graph} b{r.batch_size}: "
                                                               f"{r.images_per_s:.0f} images/s", err=True))
     typer.echo(format_table(rows))

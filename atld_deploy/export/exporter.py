@@ -309,7 +309,7 @@ def add_engines(art: Path, opts: ExportOptions, echo: Callable[[str], None] = lo
         eng_file, side_file = f"{key}.{opts.precision}.engine", f"{key}.{opts.precision}.engine.json"
         build_engine(art / manifest.graphs[src].file, art / eng_file, art / side_file, spec, art / TIMING_CACHE)
         engines[key] = EngineEntry(eng_file, src, opts.precision, side_file, sha256_file(art / eng_file),
-                                   opts.min_batch, opts.opt_batch, opts.max_batch)
+                                   opts.min_batch, opts.opt_batch, opts.max_batch, sha256_file(art / side_file))
     manifest = Manifest(**{**manifest.__dict__, "engines": engines})
     manifest.save(art)
     report = verify_artifacts(art, backends=["onnxruntime", "tensorrt"], n_real=opts.parity_real, n_random=opts.parity_random)

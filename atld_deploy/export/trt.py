@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import EngineError
 from ..io import sha256_file, write_bytes_atomic, write_json_atomic
-from .manifest import read_json
+from ..io import read_json
 
 log = logging.getLogger(__name__)
 

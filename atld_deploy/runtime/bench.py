@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import AtldError, ConfigError
-from ..export.manifest import Manifest
+from ..signing import open_artifact
 from .classifier import Classifier
 from .select import open_runner
 
@@ -86,11 +86,14 @@ def run_bench(
     device: str = "auto",
     graphs: Sequence[str] = GRAPHS,
     on_row: Callable[[BenchRow], None] | None = None,
+    allow_unverified: bool = False,
+    public_key: str | Path | None = None,
 ) -> tuple[list[BenchRow], dict[str, str]]:
     """Benchmark each requested backend on each graph and batch size.
 
     Args:
         backends: backend names (`auto`, `tensorrt`, `onnxruntime`, `torch`, or `all` for every one available).
+        allow_unverified, public_key: the serving gate, as for `Classifier.load`.
         on_row: called as each row is measured (the CLI prints progress with it).
 
     Returns:
@@ -103,7 +106,7 @@ def run_bench(
     if iters < 1 or any(b < 1 for b in batch_sizes):
         raise ConfigError(f"iterations and batch sizes must be at least 1, got iters={iters}, batch sizes={list(batch_sizes)}")
     art = Path(art)
-    manifest = Manifest.load(art, check_hashes=True)
+    manifest = open_artifact(art, allow_unverified=allow_unverified, public_key=public_key)
     names = ("tensorrt", "onnxruntime", "torch") if list(backends) == ["all"] else tuple(backends)
     rows: list[BenchRow] = []
     unavailable: dict[str, str] = {}

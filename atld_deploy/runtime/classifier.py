@@ -16,7 +16,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..errors import ConfigError
-from ..export.manifest import Manifest
+from ..artifact import Manifest
+from ..signing import open_artifact
 from .inputs import as_batch
 from .runner import Array, Runner
 from .select import PassedOver, open_runner
@@ -118,6 +119,8 @@ class Classifier:
         device: str = "auto",
         imt: bool = True,
         batch_size: int | None = None,
+        allow_unverified: bool = False,
+        public_key: str | Path | None = None,
     ) -> "Classifier":
         """Open an artifact directory written by `atld-deploy export`.
 
@@ -128,16 +131,19 @@ class Classifier:
             device: `auto`, `cpu` or `cuda`.
             imt: run the IMT pipeline graph (default); False runs the classifier graph alone (no p_natural).
             batch_size: largest batch sent to the backend at once (default: the engine's max batch, else 256).
+            allow_unverified: serve an artifact whose manifest does not record a passed parity verification.
+            public_key: require a valid signature by this key (default: $ATLD_DEPLOY_TRUST_KEY, if set).
 
         Raises:
-            ExportError: the artifact is missing, malformed, or a file does not match its recorded hash.
+            ArtifactError: the artifact is missing, malformed, incomplete, a file does not match its recorded
+                hash, it is unverified (without `allow_unverified`) or its signature does not verify.
             EngineError: the requested backend cannot run here (the message says why).
             ConfigError: an unknown backend/device name or a batch size below 1.
         """
         if batch_size is not None and batch_size < 1:
             raise ConfigError(f"batch size must be at least 1, got {batch_size}")
         art = Path(art)
-        manifest = Manifest.load(art, check_hashes=True)
+        manifest = open_artifact(art, allow_unverified=allow_unverified, public_key=public_key)
         graph = "pipeline" if imt else "classifier"
         runner, passed = open_runner(art, manifest, graph, backend=backend, device=device)
         return cls(art, manifest, graph, runner, passed, batch_size)

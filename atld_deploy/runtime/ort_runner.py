@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import EngineError
-from ..export.manifest import TensorSpec
+from ..artifact import TensorSpec
 from .runner import Array, Runner, batch_shape
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 import numpy as np
 
 from ..errors import DataError, EngineError
-from ..export.manifest import BATCH, TensorSpec
+from ..artifact import BATCH, TensorSpec
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import AtldError, ConfigError, EngineError
-from ..export.manifest import EngineEntry, Manifest
+from ..artifact import EngineEntry, Manifest
 from .runner import Runner
 
 log = logging.getLogger(__name__)

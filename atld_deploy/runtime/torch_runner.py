@@ -9,7 +9,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ..errors import AtldError, EngineError
-from ..export.manifest import TensorSpec
+from ..artifact import TensorSpec
 from ..imt import IMTConfig
 from .runner import Array, Runner
 

@@ -60,7 +60,7 @@ def test_tampered_graph_is_refused_before_any_backend(art_copy: Path) -> None:
     p = art_copy / "pipeline.onnx"
     p.write_bytes(p.read_bytes() + b"\0")
     for backend in ("auto", "torch", "onnxruntime"):
-        with pytest.raises(ExportError, match=r"pipeline.onnx has SHA-256 .* modified or damaged after export"):
+        with pytest.raises(ExportError, match=r"pipeline.onnx does not match the SHA-256 .* modified or damaged after export"):
             Classifier.load(art_copy, backend=backend)
 
 
@@ -93,8 +93,9 @@ def add_engine(art: Path, sidecar: dict | None) -> None:
     if sidecar is not None:
         (art / "pipeline.fp32.engine.json").write_text(json.dumps(sidecar))
     m = Manifest.load(art)
-    entry = EngineEntry("pipeline.fp32.engine", "pipeline", "fp32", "pipeline.fp32.engine.json",
-                        sha256_file(art / "pipeline.fp32.engine"), 1, 64, 256)
+    side = art / "pipeline.fp32.engine.json"
+    entry = EngineEntry("pipeline.fp32.engine", "pipeline", "fp32", side.name, sha256_file(art / "pipeline.fp32.engine"),
+                        1, 64, 256, sha256_file(side) if side.exists() else "0" * 64)
     Manifest(**{**m.__dict__, "engines": {"pipeline": entry}}).save(art)
 
 
@@ -110,7 +111,6 @@ def sidecar_for(art: Path, **over: str) -> dict:
     [
         ({}, "`tensorrt` is not installed"),  # a good engine, but this machine cannot run TensorRT
         ({"onnx_sha256": "0" * 64}, "was built from an ONNX file with SHA-256 0000"),  # stale: graph re-exported
-        (None, r"pipeline.fp32.engine.json is missing"),
     ],
 )
 def test_engine_is_passed_over_when_its_sidecar_does_not_fit(art_copy: Path, sidecar: dict | None, reason: str) -> None:
@@ -122,8 +122,12 @@ def test_engine_is_passed_over_when_its_sidecar_does_not_fit(art_copy: Path, sid
         Classifier.load(art_copy, backend="tensorrt")
 
 
-def test_tampered_engine_is_refused(art_copy: Path) -> None:
+def test_tampered_engine_or_missing_sidecar_is_refused(art_copy: Path) -> None:
     add_engine(art_copy, sidecar_for(art_copy))
     (art_copy / "pipeline.fp32.engine").write_bytes(b"something else")
-    with pytest.raises(ExportError, match="pipeline.fp32.engine has SHA-256"):
+    with pytest.raises(ExportError, match="pipeline.fp32.engine does not match the SHA-256"):
+        Classifier.load(art_copy)
+    add_engine(art_copy, None)  # the manifest lists a sidecar that is not there: the listing is refused whole
+    (art_copy / "pipeline.fp32.engine.json").unlink(missing_ok=True)
+    with pytest.raises(ExportError, match=r"pipeline.fp32.engine.json is listed in .* but missing"):
         Classifier.load(art_copy)
