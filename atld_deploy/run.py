@@ -26,6 +26,7 @@ from .errors import CheckpointError
 from .imt import IMTConfig
 from .io import read_json, require_regular_file
 from .models import Discriminator, create_discriminator, create_model
+from .schema import LIMITS, RUN_CONFIG_SCHEMA, check_arch_bounds, validate
 
 RUN_FORMAT = 1
 RUN_KIND = "atld-deploy/run"  # the marker in config.json: only a directory carrying it is a run the tool may replace
@@ -99,13 +100,20 @@ def read_run_meta(path: str | Path) -> tuple[TrainConfig, tuple[str, ...], DataS
     meta = _read_json(path / CONFIG)
     if not isinstance(meta, dict) or meta.get("format") != RUN_FORMAT:
         raise CheckpointError(f"{path / CONFIG} has format {meta.get('format') if isinstance(meta, dict) else '?'}, expected {RUN_FORMAT}")
+    # bounds before anything is built from it: a hostile d_depth or num_classes is one line, not a huge allocation
+    validate(meta, RUN_CONFIG_SCHEMA, path / CONFIG, CheckpointError, "retrain or restore the run directory")
+    check_arch_bounds(str(meta["config"].get("arch", "")), path / CONFIG, CheckpointError)
     try:
         cfg = TrainConfig.from_dict(meta["config"])
         shape = DataShape(**meta["data"])
-    except (KeyError, TypeError) as e:
+    except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path / CONFIG} is incomplete ({e}); retrain") from e
-    classes = tuple(_read_json(path / CLASSES))
-    return cfg, classes, shape
+    classes = _read_json(path / CLASSES)
+    if not isinstance(classes, list) or len(classes) != shape.num_classes or not all(
+            isinstance(c, str) and 0 < len(c) <= LIMITS["class_name_chars"] for c in classes):
+        raise CheckpointError(f"{path / CLASSES} must list {shape.num_classes} class names (strings of at most "
+                              f"{LIMITS['class_name_chars']} characters), as config.json says; retrain or restore it")
+    return cfg, tuple(classes), shape
 
 
 def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
