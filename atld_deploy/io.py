@@ -3,7 +3,8 @@
 Writes are atomic: a reader sees either the old file or the complete new one, never a partial one. The
 temporary file is created exclusively (`O_EXCL`, so never through an existing name or symlink) under a
 fresh random name beside the target, with mode 0o666 so the kernel applies the umask exactly as for a
-plain `open()` (0644 under umask 022), then renamed over the target. A symlink at the target is replaced,
+plain `open()` (0644 under umask 022), then renamed over the target; the final file keeps that mode
+whatever the writer did in between. A symlink at the target is replaced,
 its target never written.
 
 Reads accept regular files only: a FIFO, socket, device or directory named like a manifest, config or
@@ -62,6 +63,21 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _settle(tmp: Path, mode: int) -> None:
+    """fsync the file now at `tmp` and give it `mode`: a writer that opens by name may have replaced our
+    file with its own (safetensors writes a 0600 temporary and renames it over the name it was given)."""
+    fd = os.open(tmp, os.O_RDONLY | _O_NOFOLLOW | _O_BINARY)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(f"{tmp} is no longer a regular file")
+        if stat.S_IMODE(st.st_mode) != mode:
+            os.fchmod(fd, mode)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def _atomic_fd(path: str | os.PathLike[str]) -> Iterator[tuple[int, Path]]:
     """Yield (fd, temporary path) beside `path`; on success the file is fsynced and renamed over `path`."""
@@ -69,10 +85,11 @@ def _atomic_fd(path: str | os.PathLike[str]) -> Iterator[tuple[int, Path]]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _create_temp(path)
     try:
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)  # 0o666 less the umask, as the kernel applied it
         yield fd, tmp
-        os.fsync(fd)
         os.close(fd)
         fd = -1
+        _settle(tmp, mode)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     finally:

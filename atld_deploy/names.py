@@ -5,13 +5,18 @@ no quotes or backslashes; anything else is refused where the name enters (train,
 
 from __future__ import annotations
 
-import unicodedata
+import re
 from typing import Iterable
 
 from .errors import AtldError
 
 NAME_RULE = "names must be one line of printable text without quotes or backslashes"
-_LINE_BREAKING = {"Cc", "Zl", "Zp"}  # control characters, U+2028 and U+2029 (line breaks to many readers)
+# control characters (C0, DEL, C1), the Unicode line and paragraph separators, quotes and the backslash
+_FORBIDDEN = r"\x00-\x1f\x7f-\x9f\u2028\u2029" + "\"'" + r"\\"
+# the same rule as a regular expression for schemas; a lookahead, because Python's `$` also matches before a
+# final newline, so "^[^...]+$" would accept "name\n"
+NAME_PATTERN = f"^(?![\\s\\S]*[{_FORBIDDEN}])[\\s\\S]+"
+_FIRST_BAD = re.compile(f"[{_FORBIDDEN}]")
 
 
 def name_problem(name: object) -> str | None:
@@ -20,14 +25,11 @@ def name_problem(name: object) -> str | None:
         return f"no text (it is a {type(name).__name__})"
     if not name:
         return "nothing (it is empty)"
-    for ch in name:
-        if ch in "\"'":
-            return "a quote"
-        if ch == "\\":
-            return "a backslash"
-        if unicodedata.category(ch) in _LINE_BREAKING:
-            return f"the control character U+{ord(ch):04X}"
-    return None
+    bad = _FIRST_BAD.search(name)
+    if bad is None:
+        return None
+    ch = bad.group()
+    return "a quote" if ch in "\"'" else "a backslash" if ch == "\\" else f"the control or line-break character U+{ord(ch):04X}"
 
 
 def check_names(names: Iterable[object], what: str, where: object, error: type[AtldError], hint: str) -> None:

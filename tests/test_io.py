@@ -31,8 +31,12 @@ _MODES_SCRIPT = textwrap.dedent("""
     with atomic_path(d / "path.bin") as tmp:
         with open(tmp, "wb") as f:
             f.write(b"x")
+    with atomic_path(d / "renamed.bin") as tmp:  # a writer that replaces the file it was given by its own
+        fd = os.open(d / "own.tmp", os.O_WRONLY | os.O_CREAT, 0o600)
+        os.close(fd)
+        os.replace(d / "own.tmp", tmp)
     copy_file_atomic(d / "plain.bin", d / "copy.bin")
-    names = ["plain.bin", "bytes.bin", "sub/obj.json", "path.bin", "copy.bin"]
+    names = ["plain.bin", "bytes.bin", "sub/obj.json", "path.bin", "renamed.bin", "copy.bin"]
     print(json.dumps({n: os.stat(d / n).st_mode & 0o777 for n in names} | {"sub/": os.stat(d / "sub").st_mode & 0o777}))
 """)
 
@@ -46,6 +50,26 @@ def test_every_writer_honours_the_umask_like_plain_open(tmp_path: Path, umask: i
     modes = json.loads(done.stdout)
     assert modes.pop("sub/") == 0o777 & ~umask
     assert modes == {name: file_mode for name in modes}, {k: oct(v) for k, v in modes.items()}
+
+
+def _process_umask() -> int:
+    """This process's umask, read without setting it (os.umask would change it for every thread)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        pytest.skip("this platform has no /proc/self/status to read the umask from")
+    line = next((ln for ln in status.splitlines() if ln.startswith("Umask:")), None)
+    if line is None:
+        pytest.skip("this kernel does not report the umask in /proc/self/status")
+    return int(line.split()[1], 8)
+
+
+def test_runs_and_artifacts_have_the_modes_plain_open_gives(tiny_run: Path, tiny_artifacts: Path) -> None:
+    want = 0o666 & ~_process_umask()  # the fixtures were written by this process
+    modes = {str(p): p.stat().st_mode & 0o777 for root in (tiny_run, tiny_artifacts) for p in root.rglob("*")
+             if p.is_file()}
+    assert any(p.endswith("manifest.json") for p in modes) and any(p.endswith(".onnx") for p in modes)
+    assert {p: oct(m) for p, m in modes.items() if m != want} == {}
 
 
 def _read(path: Path) -> object:

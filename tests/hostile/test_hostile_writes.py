@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from atld_deploy.errors import ConfigError, DataError
+from atld_deploy.errors import AtldError, ConfigError
 from atld_deploy.export.manifest import Manifest
-from atld_deploy.export.triton import TritonOptions, write_triton_repo
+from atld_deploy.export.triton import TritonOptions, config_pbtxt, write_triton_repo
+from atld_deploy.names import NAME_PATTERN, name_problem
 
 TIME_LIMIT_S = 120  # a refused command answers in seconds; by this limit it is hung
 CLI = [sys.executable, "-c", "from atld_deploy.cli import entry; entry()"]
@@ -140,25 +141,53 @@ def _tampered_artifact(tiny_artifacts: Path, tmp_path: Path, edit) -> Path:
     return art
 
 
-@pytest.mark.parametrize("bad", ["seven\neight", "tab\there", 'say "hi"', "back\\slash", "nul\x00", "ls\u2028ep"])
+UNSAFE_NAMES = ["seven\neight", "tab\there", 'say "hi"', "back\\slash", "nul\x00", "ls\u2028ep", "c1\x85"]
+
+
+def test_the_name_rule_and_its_schema_pattern_agree() -> None:
+    import re
+
+    for c in (c for c in range(0x10000) if not 0xD800 <= c < 0xE000):  # past the BMP nothing is forbidden
+        name = f"a{chr(c)}b"
+        assert (re.search(NAME_PATTERN, name) is None) == (name_problem(name) is not None), hex(c)
+    assert re.search(NAME_PATTERN, "seven\n") is None and name_problem("seven\n") is not None  # not `$`'s blind spot
+    assert name_problem("café au lait") is None and name_problem("") is not None
+
+
+@pytest.mark.parametrize("bad", UNSAFE_NAMES)
 def test_triton_writer_refuses_an_unsafe_class_name(tiny_artifacts: Path, tmp_path: Path, bad: str) -> None:
     art = _tampered_artifact(tiny_artifacts, tmp_path, lambda d: d["classes"].__setitem__(3, bad))
-    with pytest.raises(ConfigError, match=r"class name '.*' in .*manifest\.json contains") as e:
+    with pytest.raises(AtldError, match=r"manifest\.json") as e:  # the manifest's schema or the writer refuses it
         write_triton_repo(art, tmp_path / "repo", TritonOptions(kind="KIND_CPU"))
     assert "\n" not in str(e.value) and repr(bad) in str(e.value)
     assert not (tmp_path / "repo").exists()  # refused before anything was written
+    safe = _tampered_artifact(tiny_artifacts, tmp_path / "safe", lambda d: d["classes"].__setitem__(3, "café au lait"))
+    [model] = write_triton_repo(safe, tmp_path / "repo", TritonOptions(kind="KIND_CPU"))  # non-ASCII text is fine
+    assert (model / "labels.txt").read_text(encoding="utf-8").splitlines()[3] == "café au lait"
+
+
+EVIL_TENSOR = 'images" } ] instance_group [ { kind: KIND_MODEL } ] input [ { name: "x'
 
 
 def test_triton_writer_refuses_a_tensor_name_that_would_inject_config(tiny_artifacts: Path, tmp_path: Path) -> None:
-    evil = 'images" } ] instance_group [ { kind: KIND_MODEL } ] input [ { name: "x'
-
     def edit(d: dict) -> None:
-        d["graphs"]["pipeline"]["inputs"][0]["name"] = evil
+        d["graphs"]["pipeline"]["inputs"][0]["name"] = EVIL_TENSOR
 
     art = _tampered_artifact(tiny_artifacts, tmp_path, edit)
-    with pytest.raises(ConfigError, match=r"tensor name .* contains a quote"):
+    with pytest.raises(AtldError, match=r"manifest\.json|tensor name") as e:
         write_triton_repo(art, tmp_path / "repo", TritonOptions(kind="KIND_CPU"))
+    assert "\n" not in str(e.value) and EVIL_TENSOR in str(e.value)
     assert not (tmp_path / "repo").exists()
+
+
+def test_config_pbtxt_refuses_a_tensor_name_with_a_quote(tiny_artifacts: Path) -> None:
+    import dataclasses
+
+    g = Manifest.load(tiny_artifacts).graphs["pipeline"]
+    evil = dataclasses.replace(g, inputs=[dataclasses.replace(g.inputs[0], name=EVIL_TENSOR), *g.inputs[1:]])
+    with pytest.raises(ConfigError, match=r"tensor name .* in the manifest entry of pipeline\.onnx contains a quote"):
+        config_pbtxt("atld", "onnxruntime_onnx", evil, TritonOptions())
+    config_pbtxt("atld", "onnxruntime_onnx", g, TritonOptions())  # the real names pass
 
 
 # ---------------------------------------------------------------------------------- class names at train
