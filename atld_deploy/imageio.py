@@ -8,7 +8,24 @@ give their first frame. Images whose size differs from the model's are resized w
 Decoders: Pillow decodes everything. One common case -- an 8-bit grayscale or RGB PNG already at the
 model's size with no chunk that could change its pixels -- is decoded by torchvision's libpng op instead,
 which gives the same pixels (tests compare the two) at a fraction of Pillow's per-file Python overhead
-and without holding the GIL, so decoder threads overlap inference (issue 4's decode-bound small images).
+and without holding the GIL, so decoder threads overlap inference on folders of small images.
+
+What is opened: regular files only. The type is checked before opening and again on the open descriptor
+(opened non-blocking), so a FIFO, socket or device is one `DataError` ("not a regular file (fifo)"), never a
+read that blocks forever or never ends.
+
+Memory: an image whose decoded size exceeds `max_pixels` (default `DEFAULT_MAX_PIXELS`, 40 million: an
+8K frame or a 36-megapixel photo fits; Pillow's own refusal starts at 179 million) is refused from its
+header, before any pixel is decoded. JPEGs are decoded at a reduced DCT scale when much larger than the
+model's input ("draft"), and that reduced size is what the cap counts. Below the cap, the decoded image is
+held once, in Pillow's own mode (at most 4 bytes a pixel: 16-bit grayscale stays 16-bit integers, never
+floating point); mode conversion and an integer box reduction to a few times the model's size then run one
+horizontal stripe at a time, and only that small image is resized exactly and converted to 8 bits. So one
+decoder thread holds at most `decode_memory_bound(max_pixels, size)` bytes: 4 bytes per pixel of the cap,
+plus the file's bytes when read whole (at most 64 MiB), 16 MiB for stripes and Pillow's buffers, and the
+reduced image (under 6 x size a side) -- about 233 MiB at the default cap for a 32-pixel model. `infer` runs
+one decoder per worker thread, so its decoding holds at most `--workers` times that.
+`benchmarks/bench_decode_memory.py` measures it on a 16-bit decompression bomb.
 """
 
 from __future__ import annotations
@@ -26,13 +43,18 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
 RESIZE_POLICY = "bilinear resize (antialiased) to exactly size x size, aspect ratio not kept"
+DEFAULT_MAX_PIXELS = 40_000_000  # decoded pixels per image; see the module docstring
+PILLOW_MAX_PIXELS = 2 * 89_478_485  # Pillow refuses larger images itself (2 x its MAX_IMAGE_PIXELS default)
+_REDUCING_GAP = 3  # box-reduce to at least 3x the model's size before the exact resize (Pillow's "near-fair" gap)
+_STRIPE_PIXELS = 1 << 20  # pixels converted and reduced at a time
+_SLACK_BYTES = 16 << 20  # stripes (a few copies of 1 Mpx at 4 bytes) and Pillow's own buffers
 
-_O_READ = os.O_RDONLY | getattr(os, "O_BINARY", 0)  # O_BINARY: Windows
+_O_READ = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)  # NONBLOCK: a FIFO opens at once
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Chunks after which libpng's output equals Pillow's: libpng applies gamma/colour-space chunks only when the
 # caller asks for a transform, and torchvision asks for none; pixel-changing chunks (tRNS, eXIf orientation,
@@ -46,80 +68,169 @@ _GRAY, _RGB = 0, 2  # PNG colour types
 _READ_UNCHANGED, _READ_RGB = 0, 3  # torchvision ImageReadMode values
 
 
-def _to_mode(img: "PIL.Image.Image", channels: int) -> "PIL.Image.Image":  # noqa: F821
-    from PIL import Image
-
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16/32-bit grayscale: scale to 8 bits by the type's full range, not by clipping
-        a = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") or a.max() > 255 else 255.0
-        img = Image.fromarray(np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
-    if img.mode == "P":
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA"):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-        img = Image.alpha_composite(background, rgba)
-    return img.convert("L" if channels == 1 else "RGB")
+def decode_memory_bound(max_pixels: int = DEFAULT_MAX_PIXELS, size: int = 32) -> int:
+    """The most bytes one `decode_image` call holds for an image of at most `max_pixels` decoded pixels: the
+    decoded image (at most 4 bytes a pixel), the file's bytes when read whole, the stripes, and the reduced
+    image (under 6 x `size` a side, since the box reduction stops at 3 x `size`)."""
+    return 4 * max_pixels + _SMALL_FILE + _SLACK_BYTES + 4 * (6 * size) ** 2
 
 
-def decode_image(path: str | Path, channels: int, size: int) -> np.ndarray:
+def check_max_pixels(max_pixels: int) -> int:
+    """`max_pixels` if it is a usable cap, else ConfigError (Pillow refuses larger images whatever we allow)."""
+    if not 1 <= max_pixels <= PILLOW_MAX_PIXELS:
+        raise ConfigError(f"--max-pixels must be between 1 and {PILLOW_MAX_PIXELS} (Pillow refuses larger images "
+                          f"itself), got {max_pixels}; the default is {DEFAULT_MAX_PIXELS}")
+    return max_pixels
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, in words, from its `st_mode`."""
+    for test, kind in ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "fifo"), (stat.S_ISSOCK, "socket"),
+                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return kind
+    return "special file"
+
+
+def decode_image(path: str | Path, channels: int, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode one image file to uint8 [size, size, channels].
 
+    Args:
+        path: a regular file (or a symlink to one).
+        channels: 1 (grayscale) or 3 (RGB).
+        size: the output's height and width.
+        max_pixels: refuse images that would decode to more pixels than this (see the module docstring).
+
     Raises:
-        DataError: the file is missing, unreadable, empty, truncated or not an image.
+        DataError: the file is missing, unreadable, not a regular file, empty, truncated, not an image, or
+            larger than `max_pixels`.
     """
     try:
-        data = _read_small_file(path)
+        fd = _open_regular(path)
     except FileNotFoundError as e:
         raise DataError(f"{path}: no such file") from e
     except OSError as e:
         raise DataError(f"{path}: cannot read file ({e.strerror or e})") from e
-    if data is None:  # large or not a regular file: Pillow reads what it needs from the path
-        return _decode_pillow(path, channels, size, path)
-    a = _decode_png_fast(data, channels, size) if png_fast_path_applies(data, channels, size) else None
-    if a is None:
-        a = _decode_pillow(io.BytesIO(data), channels, size, path)
-    return a
+    with os.fdopen(fd, "rb") as f:
+        try:
+            data = _read_small(f.fileno())
+        except OSError as e:
+            raise DataError(f"{path}: cannot read file ({e.strerror or e})") from e
+        if data is None:  # large: Pillow reads what it needs from the open file
+            return _decode_pillow(f, channels, size, path, max_pixels)
+    if size * size <= max_pixels and png_fast_path_applies(data, channels, size):
+        a = _decode_png_fast(data, channels, size)
+        if a is not None:
+            return a
+    return _decode_pillow(io.BytesIO(data), channels, size, path, max_pixels)
 
 
-_SMALL_FILE = 64 << 20  # read whole (for the PNG fast path) only regular files up to this size
+_SMALL_FILE = 64 << 20  # read whole (for the PNG fast path) only files up to this size
 
 
-def _read_small_file(path: str | Path) -> bytes | None:
-    """The whole file if it is a regular file of at most 64 MiB, else None (a video, a device behind a symlink:
-    never read whole). os.read skips the buffered file object, whose cost shows on folders of tiny images."""
+def _open_regular(path: str | Path) -> int:
+    """A read descriptor of `path`, which must be a regular file: checked before opening (a socket cannot be
+    opened, a FIFO would block) and again on the descriptor (the name may have been swapped in between)."""
+    for_kind = os.stat(path).st_mode
+    if not stat.S_ISREG(for_kind):
+        raise DataError(f"{path}: not a regular file ({file_kind(for_kind)})")
     fd = os.open(path, _O_READ)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > _SMALL_FILE:
-            return None
-        parts = [os.read(fd, max(st.st_size, 1))]
-        while parts[-1] and sum(map(len, parts)) <= _SMALL_FILE:  # a file that grew while read: stop at the cap
-            parts.append(os.read(fd, 1 << 20))
-    finally:
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
         os.close(fd)
+        raise DataError(f"{path}: not a regular file ({file_kind(mode)})")
+    return fd
+
+
+def _read_small(fd: int) -> bytes | None:
+    """The whole file behind `fd` if it is at most 64 MiB, else None (then never read whole). os.read skips the
+    buffered file object, whose cost shows on folders of tiny images."""
+    size = os.fstat(fd).st_size
+    if size > _SMALL_FILE:
+        return None
+    parts = [os.read(fd, max(size, 1))]
+    while parts[-1] and sum(map(len, parts)) <= _SMALL_FILE:  # a file that grew while read: stop at the cap
+        parts.append(os.read(fd, 1 << 20))
     return parts[0] if len(parts) == 2 else b"".join(parts)
 
 
-def _decode_pillow(source: io.BytesIO | str | Path, channels: int, size: int, path: str | Path) -> np.ndarray:
-    """Pillow's decode of `source` (the file's bytes, or its path); `path` names the file in errors."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+# EXIF orientation -> the transpose that displays the image upright (as ImageOps.exif_transpose does)
+_ORIENTATION = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE", 6: "ROTATE_270",
+                7: "TRANSVERSE", 8: "ROTATE_90"}
+
+
+def _decode_pillow(source: Any, channels: int, size: int, path: str | Path,
+                   max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Pillow's decode of `source` (the file's bytes or the open file); `path` names the file in errors."""
+    from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(source) as img:
             img.seek(0)
-            img = ImageOps.exif_transpose(img)
+            img.draft(img.mode, (size * _REDUCING_GAP, size * _REDUCING_GAP))  # JPEG: decode at a reduced scale
+            w, h = img.size
+            if w * h > max_pixels:
+                raise DataError(f"{path}: image is {w}x{h} ({w * h} pixels), over the limit of {max_pixels} "
+                                f"pixels; raise --max-pixels to decode it")
             img.load()
-            img = _to_mode(img, channels)
-            if img.size != (size, size):
-                img = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
-            a = np.asarray(img, dtype=np.uint8)
+            orientation = img.getexif().get(0x0112)
+            small = _reduce_and_convert(img, channels, size)
+        if orientation in _ORIENTATION:
+            small = small.transpose(getattr(Image.Transpose, _ORIENTATION[orientation]))
+        a = np.asarray(small, dtype=np.uint8)
     except UnidentifiedImageError as e:
         raise DataError(f"{path}: cannot decode image (cannot identify image file)") from e
     except (OSError, ValueError, SyntaxError) as e:
         raise DataError(f"{path}: cannot decode image ({e})") from e
     return a[:, :, None] if a.ndim == 2 else a
+
+
+def _working_mode(img: "PIL.Image.Image") -> str:  # noqa: F821
+    """The mode stripes are converted to before reducing: one Pillow can reduce and resize, with alpha
+    premultiplied (which is compositing on black), 16-bit as 32-bit integers."""
+    if img.mode in ("P", "PA"):
+        return "RGBa" if img.mode == "PA" or img.has_transparency_data else "RGB"
+    return {"1": "L", "RGBA": "RGBa", "LA": "La"}.get(img.mode, "I" if img.mode.startswith("I") else img.mode)
+
+
+def _convert(part: "PIL.Image.Image", mode: str) -> "PIL.Image.Image":  # noqa: F821
+    if part.mode == mode:
+        return part
+    if part.mode == "P" and mode == "RGBa":
+        part = part.convert("RGBA")  # Pillow has no direct P -> RGBa
+    return part.convert(mode)
+
+
+def _reduce_and_convert(img: "PIL.Image.Image", channels: int, size: int) -> "PIL.Image.Image":  # noqa: F821
+    """`img` (loaded) as an 8-bit L or RGB image of exactly size x size, never copying it whole: stripes are
+    converted to the working mode and box-reduced by an integer factor, then the small result is resized."""
+    from PIL import Image
+
+    work = _working_mode(img)
+    # 16/32-bit grayscale: scaled to 8 bits by the type's full range, not by clipping
+    top = 65535.0 if img.mode.startswith("I;16") or (work == "I" and img.getextrema()[1] > 255) else 255.0
+    w, h = img.size
+    fx, fy = max(1, w // (size * _REDUCING_GAP)), max(1, h // (size * _REDUCING_GAP))
+    rows = max(fy, _STRIPE_PIXELS // w // fy * fy)
+    if rows >= h:
+        reduced = _convert(img, work)
+        reduced = reduced.reduce((fx, fy)) if (fx, fy) != (1, 1) else reduced
+    else:
+        reduced = Image.new(work, (-(-w // fx), -(-h // fy)))
+        for y in range(0, h, rows):
+            part = _convert(img.crop((0, y, w, min(h, y + rows))), work)
+            reduced.paste(part.reduce((fx, fy)) if (fx, fy) != (1, 1) else part, (0, y // fy))
+    if reduced.size != (size, size):
+        reduced = reduced.resize((size, size), Image.Resampling.BILINEAR, box=(0, 0, w / fx, h / fy),
+                                 reducing_gap=None)
+    if work == "RGBa":
+        reduced = Image.merge("RGB", reduced.split()[:3])  # premultiplied colour = composited on black
+    elif work == "La":
+        reduced = reduced.getchannel(0)
+    elif work == "I":
+        a = np.asarray(reduced, dtype=np.float64)  # size x size only
+        reduced = Image.fromarray(np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+    return reduced.convert("L" if channels == 1 else "RGB")
 
 
 def png_fast_path_applies(data: bytes, channels: int, size: int) -> bool:

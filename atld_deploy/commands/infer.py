@@ -41,15 +41,19 @@ def infer(
     overwrite: bool = typer.Option(False, help="Replace an existing --output."),
     progress: bool = typer.Option(True, help="Show a progress bar on stderr."),
     shard: Optional[str] = typer.Option(None, help="i/n: classify only shard i (0-based) of n; join with `atld-deploy merge`."),
+    max_pixels: int = typer.Option(40_000_000, help="Refuse (as an error line) images larger than this many pixels "
+                                   "before decoding them; bounds each decoder thread's memory."),
     allow_unverified: bool = typer.Option(False, "--allow-unverified", help=ALLOW_UNVERIFIED_HELP),
     public_key: Optional[Path] = typer.Option(None, "--public-key", help=PUBLIC_KEY_HELP),
 ) -> None:
     """Classify every file under IMAGES; exit 0 if all were classified, 3 if some could not be read."""
     from tqdm import tqdm
 
+    from ..imageio import check_max_pixels
     from ..runtime import Classifier, infer_folder
     from ..runtime.shard import Shard
 
+    check_max_pixels(max_pixels)
     part = Shard.parse(shard) if shard is not None else None
     clf = Classifier.load(artifacts, backend=backend, device=device, imt=imt, batch_size=batch_size,
                           allow_unverified=allow_unverified, public_key=public_key)
@@ -57,7 +61,8 @@ def infer(
     bar = tqdm(unit="img", desc="infer", disable=not progress, dynamic_ncols=True, smoothing=0.1)
     try:
         summary = infer_folder(images, output=output, batch_size=batch_size, workers=workers, resume=resume,
-                               overwrite=overwrite, classifier=clf, progress=bar.update, shard=part)
+                               overwrite=overwrite, classifier=clf, progress=bar.update, shard=part,
+                               max_pixels=max_pixels)
     finally:
         bar.close()
         clf.close()

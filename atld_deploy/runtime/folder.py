@@ -1,10 +1,11 @@
 """`infer_folder`: classify every file under a folder, streaming, with decoding overlapped with inference.
 
-Which files: every regular file under IMAGES, recursively, in a stable order (entries sorted by name within
-each directory, depth first), whatever its extension -- so a broken or mislabelled file gets an `error` line
+Which files: every file under IMAGES, recursively, in a stable order (entries sorted by name within each
+directory, depth first), whatever its extension -- so a broken or mislabelled file gets an `error` line
 instead of being silently skipped. Hidden files and directories (names starting with ".") and the output
 file itself are skipped. Symlinks are followed for files (a dangling one gets an error line), not for
-directories (no cycles).
+directories (no cycles). Anything that is not a regular file -- a FIFO, a socket, a device, a symlinked
+directory -- gets one error line ("not a regular file (fifo)") and is never opened.
 
 How: a producer thread walks the folder lazily and submits chunks of 16 paths to a pool of decoder threads
 (`decode_image`: EXIF orientation, mode conversion, resize; each chunk comes back as one stacked uint8 array,
@@ -18,8 +19,9 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 import queue
+import stat
+import time
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,7 +32,7 @@ from typing import Any, Callable, Iterator, NamedTuple
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from ..imageio import decode_image
+from ..imageio import DEFAULT_MAX_PIXELS, check_max_pixels, decode_image, file_kind
 from .classifier import Classifier, to_host, softmax_max
 from .outputs import Row, Writer, open_writer, output_format, read_done
 from .shard import Shard
@@ -114,7 +116,21 @@ def walk_files(root: str | Path, _prefix: str = "") -> Iterator[Entry]:
         if is_dir:
             yield from walk_files(entry.path, f"{_prefix}{entry.name}/")
         else:
-            yield Entry(entry.path, _prefix + entry.name)
+            yield Entry(entry.path, _prefix + entry.name, _not_regular(entry))
+
+
+def _not_regular(entry: os.DirEntry[str]) -> str | None:
+    """Why `entry` (not a directory itself) will not be opened, or None for a regular file or a dangling link
+    (which the decoder reports as missing). `is_file` costs no system call for a plain file."""
+    try:
+        if entry.is_file():
+            return None
+        mode = entry.stat().st_mode
+    except OSError:
+        return None
+    kind = file_kind(mode)
+    return f"not a regular file ({kind}; symlinked directories are not walked)" if kind == "directory" else \
+        f"not a regular file ({kind})"
 
 
 @dataclass
@@ -126,7 +142,8 @@ class _Decoded:
     images: np.ndarray | None  # uint8 [n_readable, H, W, C]
 
 
-def _decode_chunk(entries: list[Entry], channels: int, size: int) -> _Decoded:
+def _decode_chunk(entries: list[Entry], channels: int, size: int,
+                  max_pixels: int = DEFAULT_MAX_PIXELS) -> _Decoded:
     errors: list[str | None] = []
     images: list[np.ndarray] = []
     for entry in entries:
@@ -134,7 +151,7 @@ def _decode_chunk(entries: list[Entry], channels: int, size: int) -> _Decoded:
             errors.append(entry.error)
             continue
         try:
-            images.append(decode_image(entry.path, channels, size))
+            images.append(decode_image(entry.path, channels, size, max_pixels))
             errors.append(None)
         except DataError as e:
             errors.append(_error_text(entry.path, e))
@@ -146,7 +163,8 @@ def _decode_chunk(entries: list[Entry], channels: int, size: int) -> _Decoded:
 def _error_text(path: str, e: DataError) -> str:
     """The decoder's message without the path (the line has it), naming empty files plainly."""
     try:
-        if os.stat(path).st_size == 0:
+        st = os.stat(path)
+        if stat.S_ISREG(st.st_mode) and st.st_size == 0:  # a device also has size 0
             return "empty file (0 bytes)"
     except OSError:
         pass
@@ -178,6 +196,7 @@ def infer_folder(
     classifier: Classifier | None = None,
     progress: Callable[[int], None] | None = None,
     shard: Shard | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> FolderSummary:
     """Classify every file under `images_dir` and write one line per file to `output` (.jsonl or .csv).
 
@@ -194,13 +213,15 @@ def infer_folder(
         classifier: an already loaded Classifier to use (its backend/imt settings win).
         progress: called with the number of files finished after each batch.
         shard: classify only the files this shard owns (`Shard.parse("i/n")`; see `runtime/shard.py`).
+        max_pixels: refuse (as an error line) images that would decode to more pixels than this
+            (`imageio.DEFAULT_MAX_PIXELS`; it bounds each decoder thread's memory, see `atld_deploy.imageio`).
 
     Returns:
         The counts (`FolderSummary`); `all_classified` is False when any file could not be read.
 
     Raises:
         DataError: `images_dir` is not a directory, or the existing output is not a predictions file.
-        ConfigError: bad batch size / workers / output extension, or an existing output without
+        ConfigError: bad batch size / workers / max_pixels / output extension, or an existing output without
             `resume` or `overwrite`.
         ExportError, EngineError: as for `Classifier.load`.
     """
@@ -212,6 +233,7 @@ def infer_folder(
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
+    check_max_pixels(max_pixels)
     output_format(output)
     if output.exists() and output.stat().st_size > 0 and not (resume or overwrite):
         raise ConfigError(f"{output} already exists; pass --resume to continue it or --overwrite to replace it")
@@ -239,7 +261,7 @@ def infer_folder(
                 continue
             yield entry
 
-    stream = _Stream(root, classifier, writer, batch_size, progress)
+    stream = _Stream(root, classifier, writer, batch_size, progress, max_pixels)
     try:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="atld-decode") as pool:
             stream.run(todo(), pool, 2 * workers + 2)
@@ -259,8 +281,9 @@ class _Stream:
     """Decoded chunks in, prediction lines out, in walk order, in batches of exactly `batch_size` images."""
 
     def __init__(self, root: Path, clf: Classifier, writer: Writer, batch_size: int,
-                 progress: Callable[[int], None] | None) -> None:
+                 progress: Callable[[int], None] | None, max_pixels: int) -> None:
         self.root, self.clf, self.writer, self.batch_size, self.progress = root, clf, writer, batch_size, progress
+        self.max_pixels = max_pixels
         self.images: list[np.ndarray] = []  # decoded, not yet inferred (uint8 NHWC pieces)
         self.n_images = 0
         self.lines: deque[tuple[str, str | None]] = deque()  # (relative path, error) not yet written
@@ -275,7 +298,7 @@ class _Stream:
         def produce() -> None:
             try:
                 for chunk in _chunked(files, min(CHUNK_FILES, self.batch_size)):
-                    fut = pool.submit(_decode_chunk, chunk, self.clf.channels, self.clf.size)
+                    fut = pool.submit(_decode_chunk, chunk, self.clf.channels, self.clf.size, self.max_pixels)
                     while not stop.is_set():
                         try:
                             q.put(fut, timeout=0.1)

@@ -241,11 +241,24 @@ def test_damaged_pngs_never_reach_libpng_and_never_crash(tmp_path: Path) -> None
     assert len(done.stdout.splitlines()) == 5
 
 
-def test_huge_or_special_files_are_not_read_whole(tmp_path: Path) -> None:
-    assert imageio._read_small_file("/dev/zero") is None  # a device (say, behind a symlink): never read whole
+def test_huge_files_are_not_read_whole_and_special_files_are_never_opened(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"/dev/zero: not a regular file \(character device\)"):
+        decode_image("/dev/zero", 1, 8)
     big = tmp_path / "big.bin"
     with open(big, "wb") as f:
         f.truncate(imageio._SMALL_FILE + 1)  # sparse: no disk used
-    assert imageio._read_small_file(big) is None
+    with open(big, "rb") as f:
+        assert imageio._read_small(f.fileno()) is None
     with pytest.raises(DataError, match="big.bin: cannot decode image"):
-        decode_image(big, 1, 8)  # Pillow reads its header from the path and reports it
+        decode_image(big, 1, 8)  # Pillow reads its header from the open file and reports it
+
+
+def test_a_fifo_is_refused_at_once_not_waited_on(tmp_path: Path) -> None:
+    """Opening a FIFO for reading blocks until a writer comes; the decoder must never open it that way. In a
+    child process with a time limit, so a regression fails this test instead of hanging the suite."""
+    os.mkfifo(tmp_path / "x.png")
+    script = ("import sys\nfrom atld_deploy.imageio import decode_image\nfrom atld_deploy.errors import DataError\n"
+              "try:\n    decode_image(sys.argv[1], 1, 8)\nexcept DataError as e:\n    print(e)\n")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "x.png")], capture_output=True, text=True,
+                          timeout=120)
+    assert done.stdout.strip() == f"{tmp_path / 'x.png'}: not a regular file (fifo)", done.stderr[-2000:]
