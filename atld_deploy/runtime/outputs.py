@@ -1,10 +1,25 @@
-"""Prediction files written by `infer`: JSON Lines or CSV (by extension), one line per input file.
+r"""Prediction files written by `infer`: JSON Lines or CSV (by extension), one line per input file.
 
     {"path": "a/b.png", "label": 3, "class": "3", "confidence": 0.98, "p_natural": 0.91}
     {"path": "broken.jpg", "error": "cannot decode image (...)"}
 
 Lines are appended and flushed batch by batch, so a killed run leaves complete lines plus at most one partial
 last line; `read_done` (used by `--resume`) drops that partial line and returns the paths already written.
+
+Text fields (path, class, error) are spelt the same way in both formats, so that every file name -- including
+one with a line break or bytes that are not UTF-8 -- is one line of valid UTF-8 and reads back to the same
+name (`escape_text` / `unescape_text`):
+
+    a backslash                                         ->  \\
+    a control character U+0000-U+001F or U+007F         ->  \xHH    (its code: 00-1F, 7F)
+    a byte of a name that is not UTF-8                  ->  \xHH    (the byte: 80-FF; Python's surrogateescape)
+    a control character U+0080-U+009F, U+2028, U+2029,  ->  \uHHHH  (its code)
+      or any other lone surrogate
+
+CSV output quotes every field, and a cell that a spreadsheet would run as a formula -- one starting with
+`=`, `+`, `-`, `@`, tab or carriage return -- gets a single quote in front, as OWASP's CSV-injection advice
+says; so does a cell already starting with a single quote, so that reading the file back (which drops one
+leading quote) is exact. JSON Lines needs no formula guard; its strings are ASCII-escaped JSON.
 """
 
 from __future__ import annotations
@@ -14,6 +29,7 @@ import io
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii
 from pathlib import Path
@@ -25,6 +41,50 @@ log = logging.getLogger(__name__)
 
 CSV_FIELDS = ("path", "label", "class", "confidence", "p_natural", "error")
 FORMATS = {".jsonl": "jsonl", ".csv": "csv"}
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # OWASP: cells a spreadsheet would evaluate
+_NEEDS_ESCAPE = re.compile(r"[\\\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")  # see the docstring
+_ESCAPED = re.compile(r"\\(?:\\|x([0-9a-fA-F]{2})|u([0-9a-fA-F]{4}))")
+NOT_OURS = "it is not an atld-deploy predictions file"
+
+
+def _escape_char(m: re.Match[str]) -> str:
+    c = ord(m.group())
+    if c == 0x5C:
+        return "\\\\"
+    if 0xDC80 <= c <= 0xDCFF:  # surrogateescape: the undecodable byte c - 0xDC00
+        return f"\\x{c - 0xDC00:02x}"
+    return f"\\x{c:02x}" if c < 0x80 else f"\\u{c:04x}"
+
+
+def _unescape_char(m: re.Match[str]) -> str:
+    hex2, hex4 = m.group(1), m.group(2)
+    if hex2 is not None:
+        c = int(hex2, 16)
+        return chr(c) if c < 0x80 else chr(0xDC00 + c)
+    return chr(int(hex4, 16)) if hex4 is not None else "\\"
+
+
+def escape_text(text: str) -> str:
+    """`text` as the predictions files spell it (see the module docstring): printable, valid Unicode, one line."""
+    return _NEEDS_ESCAPE.sub(_escape_char, text) if _NEEDS_ESCAPE.search(text) else text
+
+
+def unescape_text(text: str) -> str:
+    """The inverse of `escape_text`: a path field back to the file name it came from."""
+    return _ESCAPED.sub(_unescape_char, text) if "\\" in text else text
+
+
+def _csv_cell(value: object) -> object:
+    """A CSV cell: text escaped and guarded against formula injection; numbers and None as they are."""
+    if not isinstance(value, str):
+        return value
+    text = escape_text(value)
+    return "'" + text if text.startswith(FORMULA_STARTS + ("'",)) else text
+
+
+def _csv_text(cell: str) -> str:
+    """A CSV cell read back: the formula guard's quote dropped, the escapes undone."""
+    return unescape_text(cell[1:] if cell.startswith("'") else cell)
 
 
 def output_format(path: Path) -> str:
@@ -49,8 +109,12 @@ class Writer(Protocol):
     def close(self) -> None: ...
 
 
-def _json_line(row: Row, quote: Callable[[str], str] = encode_basestring_ascii) -> str:
-    """The same text `json.dumps` gives for the record dict (ASCII-escaped, so any filename round-trips).
+def _quote_json(text: str, quote: Callable[[str], str] = encode_basestring_ascii) -> str:
+    return quote(escape_text(text))
+
+
+def _json_line(row: Row, quote: Callable[[str], str] = _quote_json) -> str:
+    """The text `json.dumps` gives for the record dict with its strings escaped by `escape_text`.
 
     `encode_basestring_ascii` is the C routine `json.dumps` itself uses for strings, minus its per-call setup.
     """
@@ -67,16 +131,17 @@ class _LineWriter:
 
     def __init__(self, path: Path, fmt: str, fresh: bool) -> None:
         self.fmt = fmt
-        self._f = open(path, "w" if fresh else "a", encoding="utf-8", errors="surrogateescape", newline="")
+        self._f = open(path, "w" if fresh else "a", encoding="utf-8", newline="")  # every field is escaped
         if fmt == "csv" and (fresh or path.stat().st_size == 0):
-            self._f.write(",".join(CSV_FIELDS) + "\n")
+            self._f.write(self._format([CSV_FIELDS]))
             self._f.flush()
 
-    def _format(self, rows: Sequence[Row]) -> str:
+    def _format(self, rows: Sequence[Sequence[object]]) -> str:
         if self.fmt == "jsonl":
-            return "".join(map(_json_line, rows))
+            return "".join(map(_json_line, rows))  # type: ignore[arg-type]
         buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerows(rows)  # None is written as an empty field
+        # None is written as an empty (quoted) field
+        csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL).writerows([map(_csv_cell, r) for r in rows])
         return buf.getvalue()
 
     def write_rows(self, rows: Sequence[Row]) -> None:
@@ -128,25 +193,78 @@ def _truncate_partial(path: Path) -> bool:
     return True
 
 
-def iter_records(path: Path) -> Iterator[dict[str, Any]]:
-    """The records of a complete predictions file (JSON Lines or CSV), as dicts with at least `path`.
+def iter_rows(path: Path) -> Iterator[Row]:
+    """The rows of a complete predictions file (JSON Lines or CSV), text fields read back to what was written.
 
     Raises:
-        DataError: a line that is not a prediction record (the file is not ours).
+        DataError: a line that is not a prediction record (the file is not ours, or was edited), naming the
+            line and what is wrong with it.
     """
     fmt = output_format(path)
-    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:  # older files held raw bytes
         if fmt == "jsonl":
             for n, line in enumerate(f, 1):
-                row = _parse_json_line(path, n, line)
-                if row is not None:
-                    yield row
+                if line.strip():
+                    yield _json_row(path, n, line)
             return
-        reader = csv.DictReader(f)
-        if reader.fieldnames is not None and tuple(reader.fieldnames) != CSV_FIELDS:
-            raise DataError(f"{path} has columns {reader.fieldnames}, expected {list(CSV_FIELDS)}; "
-                            f"it is not an atld-deploy predictions file: choose another --output")
-        yield from reader
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is not None and tuple(header) != CSV_FIELDS:
+            raise DataError(f"{path} has columns {header}, expected {list(CSV_FIELDS)}; {NOT_OURS}: "
+                            f"choose another --output")
+        for cells in reader:
+            if cells:
+                yield _csv_row(path, reader.line_num, cells)
+
+
+def _bad_row(path: Path, n: int, what: str) -> DataError:
+    return DataError(f"{path} line {n}: {what}; {NOT_OURS} (or it was edited): fix or remove that line")
+
+
+def _csv_row(path: Path, n: int, cells: list[str]) -> Row:
+    if len(cells) != len(CSV_FIELDS):
+        raise _bad_row(path, n, f"{len(cells)} fields, expected {len(CSV_FIELDS)} ({', '.join(CSV_FIELDS)})")
+    rec: dict[str, Any] = {k: (_csv_text(v) if v != "" else None) for k, v in zip(CSV_FIELDS, cells)}
+    for key, kind, what in (("label", int, "an integer"), ("confidence", float, "a number"),
+                            ("p_natural", float, "a number")):
+        if rec[key] is not None:
+            try:
+                rec[key] = kind(rec[key])
+            except ValueError:
+                raise _bad_row(path, n, f"{key} {rec[key]!r} is not {what}") from None
+    return _checked_row(path, n, rec)
+
+
+def _json_row(path: Path, n: int, line: str) -> Row:
+    try:
+        rec = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise _bad_row(path, n, f"not JSON ({e})") from e
+    if not isinstance(rec, dict):
+        raise _bad_row(path, n, f"a JSON {type(rec).__name__}, expected an object")
+    text = {k: unescape_text(v) for k, v in rec.items() if k in ("path", "class", "error") and isinstance(v, str)}
+    return _checked_row(path, n, {**rec, **text})
+
+
+def _checked_row(path: Path, n: int, rec: dict[str, Any]) -> Row:
+    """The record as a Row, once every field has the type a predictions file gives it."""
+    p, err = rec.get("path"), rec.get("error")
+    if not isinstance(p, str) or not p:
+        raise _bad_row(path, n, f"path {p!r} is not a file name")
+    if err is not None:
+        if not isinstance(err, str):
+            raise _bad_row(path, n, f"error {err!r} is not text")
+        return (p, None, None, None, None, err)
+    label, cls, conf, p_nat = (rec.get(k) for k in ("label", "class", "confidence", "p_natural"))
+    if not isinstance(label, int) or isinstance(label, bool) or label < 0:
+        raise _bad_row(path, n, f"label {label!r} is not a class index")
+    if not isinstance(cls, str):
+        raise _bad_row(path, n, f"class {cls!r} is not a class name")
+    for key, value in (("confidence", conf), ("p_natural", p_nat)):
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1) and not (
+                key == "p_natural" and value is None):
+            raise _bad_row(path, n, f"{key} {value!r} is not a probability")
+    return (p, label, cls, float(conf), None if p_nat is None else float(p_nat), None)
 
 
 def ends_with_partial_line(path: Path) -> bool:
@@ -172,23 +290,10 @@ def read_done(path: Path) -> Done:
     done.dropped_partial = _truncate_partial(path)
     if done.dropped_partial:
         log.warning("%s ended with a partial line (an interrupted run); dropped it", path)
-    for row in iter_records(path):
-        done.paths.add(row["path"])
-        if row.get("error"):
+    for row in iter_rows(path):
+        done.paths.add(row[0])
+        if row[5] is not None:
             done.unreadable += 1
         else:
             done.classified += 1
     return done
-
-
-def _parse_json_line(path: Path, n: int, line: str) -> dict[str, Any] | None:
-    if not line.strip():
-        return None
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path} line {n} is not JSON ({e}); it is not an atld-deploy predictions file: "
-                        f"choose another --output") from e
-    if not isinstance(row, dict) or "path" not in row:
-        raise DataError(f"{path} line {n} has no 'path'; it is not an atld-deploy predictions file")
-    return row

@@ -61,7 +61,8 @@ class MergeSummary:
     def line(self) -> str:
         text = f"merged {self.files} lines ({self.classified} classified, {self.unreadable} unreadable) -> {self.output}"
         if self.missing:
-            text += f"; {len(self.missing)} files under the folder are in no shard (first: {self.missing[0]})"
+            text += (f"; {len(self.missing)} files under the folder are in no shard "
+                     f"(first: {escape_text(self.missing[0])})")
         return text
 
 
@@ -74,13 +75,13 @@ def merge_predictions(inputs: list[Path], output: Path, images_dir: Path | None 
     once, in `infer`'s walk order. With `images_dir`, also report files no shard covered.
 
     Raises:
-        DataError: an input is missing, not a predictions file, ends with a partial line (resume that shard
-            first), or two inputs list the same path.
+        DataError: an input is missing, not a predictions file (a malformed line is named), ends with a partial
+            line (resume that shard first), or two inputs list the same path.
         ConfigError: bad output extension, or `output` is one of the inputs.
     """
     from ..errors import DataError
     from .folder import walk_files
-    from .outputs import ends_with_partial_line, iter_records, open_writer, output_format
+    from .outputs import Row, ends_with_partial_line, escape_text, iter_rows, open_writer, output_format
 
     output_format(output)
     if not inputs:
@@ -88,26 +89,20 @@ def merge_predictions(inputs: list[Path], output: Path, images_dir: Path | None 
     if any(p.resolve() == output.resolve() for p in inputs if p.exists()):
         raise ConfigError(f"--output {output} is also an input; write the merged file elsewhere")
     owner: dict[str, Path] = {}
-    rows: dict[str, tuple] = {}
+    rows: dict[str, Row] = {}
     for path in inputs:
         if not path.is_file():
             raise DataError(f"shard output {path} does not exist")
         if ends_with_partial_line(path):
             raise DataError(f"{path} ends with a partial line (its shard was interrupted); finish that shard with "
                             f"`atld-deploy infer ... --shard i/n --resume` first")
-        for r in iter_records(path):
-            p = r["path"]
+        for row in iter_rows(path):
+            p = row[0]
             if p in owner:
-                raise DataError(f"{p} is listed in both {owner[p]} and {path}: were the shards run with different n, "
-                                f"or one shard twice? Merge outputs of one `--shard i/n` set only")
+                raise DataError(f"{escape_text(p)} is listed in both {owner[p]} and {path}: were the shards run with "
+                                f"different n, or one shard twice? Merge outputs of one `--shard i/n` set only")
             owner[p] = path
-            err = r.get("error") or None
-            if err:
-                rows[p] = (p, None, None, None, None, err)
-            else:
-                pn = r.get("p_natural")
-                rows[p] = (p, int(r["label"]), r["class"], float(r["confidence"]),
-                           None if pn in (None, "") else float(pn), None)
+            rows[p] = row
     missing: list[str] = []
     if images_dir is not None:
         listed = {e.rel for e in walk_files(images_dir)}

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -173,11 +174,28 @@ def test_resume_after_killing_a_real_run(tiny_artifacts: Path, base_digit: np.nd
     assert all(r["label"] != "" and r["error"] == "" for r in rows)
 
 
-def test_json_lines_are_exactly_what_json_dumps_writes_for_awkward_names() -> None:
-    from atld_deploy.runtime.outputs import _json_line
+def test_json_lines_are_what_json_dumps_writes_for_the_escaped_names() -> None:
+    from atld_deploy.runtime.outputs import _json_line, escape_text
 
     for name in ['a "quoted"\\name.png', "ünï/çødé ✓.png", "tab\there\n.png", "bad-\udcff-byte.png"]:
         row = (name, 3, 'cl"ass', 0.25, 0.5, None)
-        want = {"path": name, "label": 3, "class": 'cl"ass', "confidence": 0.25, "p_natural": 0.5}
+        want = {"path": escape_text(name), "label": 3, "class": 'cl"ass', "confidence": 0.25, "p_natural": 0.5}
         assert _json_line(row) == json.dumps(want) + "\n"
-        assert _json_line((name, None, None, None, None, "bad\x00")) == json.dumps({"path": name, "error": "bad\x00"}) + "\n"
+        assert _json_line((name, None, None, None, None, "bad\x00")) == json.dumps(
+            {"path": escape_text(name), "error": "bad\\x00"}) + "\n"
+
+
+def test_escaping_reads_back_every_character_and_leaves_plain_names_alone() -> None:
+    from atld_deploy.runtime.outputs import escape_text, unescape_text
+
+    rng = np.random.default_rng(0)
+    singles = [chr(c) for c in range(0x3000)] + [chr(c) for c in range(0xD800, 0xE000)] + ["\U0001F600"]
+    pieces = singles + ["\\x41", "\\\\", "\\u00e9", "\\", "x\\"]  # text that looks like an escape already
+    names = singles + ["".join(rng.choice(pieces, 6)) for _ in range(2000)]
+    for name in names:
+        text = escape_text(name)
+        assert unescape_text(text) == name, repr(name)
+        assert len(text.splitlines()) <= 1 and not any(unicodedata.category(c) == "Cc" for c in text), repr(name)
+        text.encode("utf-8")  # no lone surrogates left
+    for plain in ["a/b.png", "ünï/çødé ✓.png", "=1.png", "x'y.png"]:
+        assert escape_text(plain) == plain
