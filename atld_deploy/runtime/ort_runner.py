@@ -21,6 +21,12 @@ PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 GPU_INSTALL = "pip install 'atld-deploy[gpu]' (after `pip uninstall onnxruntime`)"
 
 
+def ort_reason(e: BaseException) -> str:
+    """ONNX Runtime's whole message on one line: it may hold line breaks (a node's name, a source location)
+    and the part after the first one is often the part that says what is wrong."""
+    return str(e).strip().replace("\r", "\\r").replace("\n", "\\n")
+
+
 def available_providers() -> list[str] | None:
     """ONNX Runtime's providers on this machine, or None when onnxruntime is not installed."""
     try:
@@ -76,7 +82,7 @@ class OnnxRuntimeRunner(Runner):
         try:
             self._session = ort.InferenceSession(str(self.path), opts, providers=providers)
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own Fail/InvalidGraph/... types
-            raise EngineError(f"ONNX Runtime cannot load {self.path}: {str(e).splitlines()[0]}") from e
+            raise EngineError(f"ONNX Runtime cannot load {self.path}: {ort_reason(e)}") from e
         if provider not in self._session.get_providers():
             raise EngineError(f"ONNX Runtime fell back from {provider} for {self.path}; check the CUDA/cuDNN install")
 
@@ -91,7 +97,7 @@ class OnnxRuntimeRunner(Runner):
         try:
             values = self._session.run(names, host)
         except Exception as e:  # noqa: BLE001
-            raise EngineError(f"ONNX Runtime failed on {self.path}: {str(e).splitlines()[0]}") from e
+            raise EngineError(f"ONNX Runtime failed on {self.path}: {ort_reason(e)}") from e
         return dict(zip(names, values))
 
     def _infer_iobinding(self, feeds: Mapping[str, Array], batch: int) -> dict[str, Array]:
@@ -126,7 +132,7 @@ class OnnxRuntimeRunner(Runner):
         try:
             self._session.run_with_iobinding(binding)
         except Exception as e:  # noqa: BLE001
-            raise EngineError(f"ONNX Runtime ({ort_device}, IOBinding) failed on {self.path}: {str(e).splitlines()[0]}") from e
+            raise EngineError(f"ONNX Runtime ({ort_device}, IOBinding) failed on {self.path}: {ort_reason(e)}") from e
         binding.synchronize_outputs()
         del keep
         return out if self.device == "cuda" else {k: v.numpy() for k, v in out.items()}

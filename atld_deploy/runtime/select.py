@@ -3,8 +3,11 @@
 `auto` tries, in order: a TensorRT engine (CUDA) -> ONNX Runtime CUDA -> ONNX Runtime CPU -> PyTorch. Each
 candidate has a probe that names the first reason it cannot serve (not installed, no GPU, no engine for that
 graph, an engine whose sidecar does not match this machine, ...); a candidate that passes its probe but fails to
-open is passed over with that reason too. The manifest's hashes are checked before any of this
-(`Manifest.load(check_hashes=True)`), so a tampered or stale artifact is refused, never half-used.
+open is passed over with that reason too. Whenever a better candidate was passed over, the log says which
+backend was fallen back to and every reason, at WARNING when one of them failed to open (a graph the backend
+refused is a problem with the artifact, not with this machine), else at INFO. The manifest's hashes are checked
+before any of this (`Manifest.load(check_hashes=True)`), so a tampered or stale artifact is refused, never
+half-used.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class PassedOver:
 
     label: str
     reason: str
+    failed: bool = False  # it passed its probe but failed to open
 
 
 def cuda_available() -> bool:
@@ -203,19 +207,21 @@ def open_runner(
             try:
                 runner.open()
             except AtldError as e:
-                reason = f"failed to open: {e}"
-            else:
-                _log_choice(runner, graph, passed)
-                return runner, passed
+                passed.append(PassedOver(cand.label, f"failed to open: {e}", failed=True))
+                continue
+            _log_choice(cand, runner, graph, backend, passed)
+            return runner, passed
         passed.append(PassedOver(cand.label, reason))
     detail = "; ".join(f"{p.label}: {p.reason}" for p in passed) or "no candidate matched"
     raise EngineError(f"no {backend} backend can run {graph!r} of {art} on device {device!r} ({detail})")
 
 
-def _log_choice(runner: Runner, graph: str, passed: list[PassedOver]) -> None:
+def _log_choice(chosen: Candidate, runner: Runner, graph: str, backend: str, passed: list[PassedOver]) -> None:
     skipped = [p for p in passed if "was requested" not in p.reason]
-    if skipped:
-        why = "; ".join(f"{p.label}: {p.reason}" for p in skipped)
-        log.info("runtime: %s runs %r; passed over %s", runner.describe(), graph, why)
-    else:
+    if not skipped:
         log.info("runtime: %s runs %r", runner.describe(), graph)
+        return
+    why = "; ".join(f"{p.label}: {p.reason}" for p in skipped)
+    level = logging.WARNING if any(p.failed for p in skipped) else logging.INFO
+    log.log(level, "runtime: backend %s fell back to %s for %r (%s); passed over %s", backend, chosen.label, graph,
+            runner.describe(), why)

@@ -32,7 +32,9 @@ def test_auto_on_this_machine_picks_onnxruntime_cpu_and_logs_why(
     assert "no TensorRT engine for 'pipeline'" in passed["tensorrt (cuda)"]
     assert "CUDAExecutionProvider" in passed["onnxruntime (cuda)"]
     [msg] = [r.getMessage() for r in caplog.records if "runtime:" in r.getMessage()]
-    assert "onnxruntime (CPUExecutionProvider) runs 'pipeline'" in msg and "passed over tensorrt (cuda)" in msg
+    assert "backend auto fell back to onnxruntime (cpu) for 'pipeline' (onnxruntime (CPUExecutionProvider))" in msg
+    assert "passed over tensorrt (cuda)" in msg
+    assert [r.levelname for r in caplog.records if "runtime:" in r.getMessage()] == ["INFO"]  # nothing failed
 
 
 def test_auto_falls_back_to_torch_without_onnxruntime(
