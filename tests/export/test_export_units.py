@@ -231,6 +231,7 @@ def test_labels_are_held_to_the_stated_bar_and_fail_one_flip_beyond() -> None:
     assert any(f"labels differ on {bar32 + 1} of 400 images > {bar32} allowed" in f for f in failed.failures)
     # float16: the bar comes from the floor's flips on the same images; without a floor there is no bar
     _, floor = _logits(400, 2)
+    assert floor_label_rate(2, 400) == 2 * 3 / 402  # twice the floor's Laplace rate: activations round too
     bar16 = binomial_bar(400, floor_label_rate(2, 400))
     ref, ok = _logits(400, bar16)
     _, bad = _logits(400, bar16 + 1)
