@@ -10,11 +10,14 @@ process's peak RSS from the kernel (`wait4`'s `ru_maxrss`):
   baseline          an 8x8 PNG
   bomb, default     the bomb with the default pixel cap: refused from its header, before any pixel is decoded
   bomb, cap lifted  the bomb with the cap raised above its size: decoded and reduced to the model's size
+  RGBA at the cap   an 8000 x 5000 8-bit RGBA PNG (40 million pixels, the default cap; Pillow's widest mode,
+                    4 bytes a pixel, with alpha to composite): the worst case the default allows
 
 and prints each peak, its ratio to the baseline (target for the default: <= 1.5x) and the growth over the
-baseline next to the per-worker bound `imageio.decode_memory_bound` states. The processes import what an
-`infer` decoder thread imports (numpy, Pillow, the decoder module), not the backends: the figures are the
-decoder's own, with nothing else in the process to hide them.
+baseline next to the per-worker bound `imageio.decode_memory_bound` states. Each case runs in two kinds of
+process: "decoder" imports only what decoding needs (numpy, Pillow, the decoder module), so the growth is the
+decoder's own with nothing to hide it; "infer-like" first imports torch, onnxruntime and the runtime, as an
+`infer` process holds them before its first image, so its ratio is the one an `infer` user sees.
 """
 
 from __future__ import annotations
@@ -38,19 +41,26 @@ def png_chunk(kind: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
 
-def write_16bit_bomb(path: Path, side: int = BOMB_SIDE, level: int = 0x8000) -> Path:
-    """A side x side 16-bit grayscale PNG of one value, compressed row by row (never held whole in memory)."""
-    row = b"\0" + struct.pack(">H", level) * side  # filter byte 0 + big-endian samples
+def write_constant_png(path: Path, width: int, height: int, depth: int, colour: int, pixel: bytes) -> Path:
+    """A PNG whose every pixel is `pixel` (raw sample bytes), compressed row by row (never held whole)."""
+    row = b"\0" + pixel * width  # filter byte 0 + the samples
     deflate = zlib.compressobj(9)
-    data = b"".join(deflate.compress(row) for _ in range(side)) + deflate.flush()
-    ihdr = struct.pack(">IIBBBBB", side, side, 16, 0, 0, 0, 0)
+    data = b"".join(deflate.compress(row) for _ in range(height)) + deflate.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", data)
                      + png_chunk(b"IEND", b""))
     return path
 
 
+def write_16bit_bomb(path: Path, side: int = BOMB_SIDE, level: int = 0x8000) -> Path:
+    """A side x side 16-bit grayscale PNG of one value."""
+    return write_constant_png(path, side, side, 16, 0, struct.pack(">H", level))
+
+
 _CHILD = """
 import sys
+if sys.argv[3] == "infer-like":
+    import onnxruntime, torch, atld_deploy.runtime  # noqa: F401 - what an infer process holds before decoding
 from atld_deploy.errors import DataError
 from atld_deploy.imageio import decode_image
 try:
@@ -61,9 +71,9 @@ except DataError as e:
 """
 
 
-def peak_rss_mb(image: Path, max_pixels: int) -> tuple[float, str]:
-    """Peak RSS (MiB) of a fresh process decoding `image` to 32x32 gray, and what it printed."""
-    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(image), str(max_pixels)], cwd=REPO,
+def peak_rss_mb(image: Path, max_pixels: int, kind: str) -> tuple[float, str]:
+    """Peak RSS (MiB) of a fresh `kind` process decoding `image` to 32x32 gray, and what it printed."""
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(image), str(max_pixels), kind], cwd=REPO,
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     said = proc.stdout.read().strip()
@@ -82,10 +92,10 @@ def machine() -> dict[str, object]:
 
 
 def versions() -> dict[str, str]:
-    import numpy
-    import PIL
+    from importlib.metadata import version
 
-    return {"python": platform.python_version(), "numpy": numpy.__version__, "pillow": PIL.__version__}
+    return {"python": platform.python_version(), **{name: version(name) for name in
+                                                      ("numpy", "pillow", "torch", "onnxruntime")}}
 
 
 def commit() -> str:
@@ -96,35 +106,45 @@ def commit() -> str:
         return "unknown"
 
 
+def measure(kind: str, small: Path, cases: dict[str, tuple[Path, int]]) -> dict[str, object]:
+    """The baseline and every case (image, cap) in fresh `kind` processes, printed and returned."""
+    from atld_deploy.imageio import decode_memory_bound
+
+    base, _ = peak_rss_mb(small, 1 << 20, kind)
+    rows: dict[str, object] = {"baseline_peak_rss_mib": round(base, 1)}
+    print(f"{kind} process, baseline (8x8 PNG): peak RSS {base:.0f} MiB")
+    for name, (image, cap) in cases.items():
+        rss, said = peak_rss_mb(image, cap, kind)
+        bound = decode_memory_bound(cap, size=32) / 2**20
+        said = said.replace(str(image), image.name)
+        rows[name] = {"max_pixels": cap, "peak_rss_mib": round(rss, 1), "ratio_to_baseline": round(rss / base, 3),
+                      "growth_mib": round(rss - base, 1), "stated_bound_mib": round(bound, 1), "outcome": said}
+        print(f"  {name:17s} peak RSS {rss:6.0f} MiB = {rss / base:.2f}x baseline; growth {rss - base:5.0f} MiB "
+              f"(stated bound at --max-pixels {cap}: {bound:.0f} MiB) -> {said}")
+    return rows
+
+
 def main() -> None:
     from PIL import Image
 
-    from atld_deploy.imageio import DEFAULT_MAX_PIXELS, decode_memory_bound
+    from atld_deploy.imageio import DEFAULT_MAX_PIXELS
     from atld_deploy.io import write_json_atomic
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = ap.parse_args()
+    figures: dict[str, object] = {"bomb_pixels": BOMB_SIDE * BOMB_SIDE, "default_max_pixels": DEFAULT_MAX_PIXELS}
     with tempfile.TemporaryDirectory() as tmp:
         small = Path(tmp) / "small.png"
         Image.new("L", (8, 8), 128).save(small)
         bomb = write_16bit_bomb(Path(tmp) / "bomb16.png")
-        lifted = BOMB_SIDE * BOMB_SIDE
-        base, _ = peak_rss_mb(small, DEFAULT_MAX_PIXELS)
-        cases = {"bomb, default cap": peak_rss_mb(bomb, DEFAULT_MAX_PIXELS),
-                 "bomb, cap lifted": peak_rss_mb(bomb, lifted)}
-        bomb_kb = bomb.stat().st_size / 1024
-    figures: dict[str, object] = {"baseline_peak_rss_mib": round(base, 1), "bomb_file_kib": round(bomb_kb, 1),
-                                  "bomb_pixels": lifted, "default_max_pixels": DEFAULT_MAX_PIXELS, "cases": {}}
-    print(f"baseline (8x8 PNG): peak RSS {base:.0f} MiB; bomb: {BOMB_SIDE}x{BOMB_SIDE} 16-bit, {bomb_kb:.0f} KiB")
-    for name, (rss, said) in cases.items():
-        cap = DEFAULT_MAX_PIXELS if "default" in name else lifted
-        bound = decode_memory_bound(cap, size=32) / 2**20
-        row = {"max_pixels": cap, "peak_rss_mib": round(rss, 1), "ratio_to_baseline": round(rss / base, 3),
-               "growth_mib": round(rss - base, 1), "stated_bound_mib": round(bound, 1), "outcome": said}
-        figures["cases"][name] = row  # type: ignore[index]
-        print(f"{name:18s} peak RSS {rss:6.0f} MiB = {rss / base:.2f}x baseline; growth {rss - base:5.0f} MiB "
-              f"(stated bound at --max-pixels {cap}: {bound:.0f} MiB) -> {said}")
+        rgba = write_constant_png(Path(tmp) / "rgba40mp.png", 8000, 5000, 8, 6, bytes([200, 100, 50, 128]))
+        figures["bomb_file_kib"] = round(bomb.stat().st_size / 1024, 1)
+        print(f"bomb: {BOMB_SIDE}x{BOMB_SIDE} 16-bit grayscale PNG, {figures['bomb_file_kib']} KiB")
+        cases = {"bomb, default cap": (bomb, DEFAULT_MAX_PIXELS), "bomb, cap lifted": (bomb, BOMB_SIDE * BOMB_SIDE),
+                 "RGBA at the cap": (rgba, DEFAULT_MAX_PIXELS)}
+        for kind in ("decoder", "infer-like"):
+            figures[kind] = measure(kind, small, cases)
     load = Path("/proc/loadavg").read_text().split()[:3]
     print(f"target for the default cap: <= 1.5x baseline; load average {' '.join(load)}")
     if args.json:
