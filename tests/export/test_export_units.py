@@ -321,3 +321,19 @@ def test_step_check_in_plain_and_off_modes() -> None:
     _, _, _, off = _step_case("off")
     assert check_step(x, x.copy(), g, p, p, off).failures() == []
     assert check_step(x, _stepped(x, g, [1, 1, 1, 1]), g, p, p, off).pixels_wrong > 0
+
+
+def test_a_pipeline_without_its_transformed_images_fails_unless_it_is_an_engine() -> None:
+    from atld_deploy.export.parity import compare
+
+    x, g, p, cfg = _step_case()
+    logits = np.eye(10, dtype=np.float32)[[0, 1, 2, 3]] * 5
+    ref = {"logits": logits, "p_natural": p, "images_imt": _stepped(x, g, [1, 1, 0.5, 0.5]), "imt_gradient": g}
+    got = {"logits": logits, "p_natural": p}
+    onnx_graph = compare("pipeline", "onnxruntime", "fp32", ref, got, x, cfg)
+    assert any(f.startswith("images_imt has shape ()") and f.endswith("the IMT step cannot be checked")
+               for f in onnx_graph.failures)
+    engine = compare("pipeline", "tensorrt", "fp32", ref, got, x, cfg, expect_step=False)
+    assert engine.passed and engine.step is None and "the step unchecked" in engine.notes[0]
+    complete = compare("pipeline", "onnxruntime", "fp32", ref, dict(got, images_imt=ref["images_imt"]), x, cfg)
+    assert complete.passed and complete.step is not None and complete.sign_agreement == 1.0
