@@ -52,6 +52,7 @@ class DataBundle:
     channels: int
     size: int
     augment: str  # "crop-flip" | "none"
+    skipped: int = 0  # files in the data folders that are not images (folder data sets)
 
     @property
     def num_classes(self) -> int:
@@ -224,7 +225,10 @@ def load_folder_bundle(data_dir: Path, size: int) -> DataBundle:
         raise DataError(f"{test_dir} has classes not in train/: {sorted(set(test_classes) - set(classes))}")
     xtr, ytr = _load_folder_split(train_dir, classes, size)
     xte, yte = _load_folder_split(test_dir, classes, size)
-    return DataBundle(ImageTensorDataset(xtr, ytr, 255.0), ImageTensorDataset(xte, yte, 255.0), tuple(classes), 3, size, "crop-flip")
+    skipped = sum(1 for split in (train_dir, test_dir) for c in classes if (split / c).is_dir()
+                  for p in (split / c).rglob("*") if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES)
+    return DataBundle(ImageTensorDataset(xtr, ytr, 255.0), ImageTensorDataset(xte, yte, 255.0), tuple(classes), 3, size,
+                      "crop-flip", skipped)
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = False, image_size: int = 32) -> DataBundle:

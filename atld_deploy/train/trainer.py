@@ -9,7 +9,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -28,6 +28,12 @@ from .methods import STEPS, Nets
 
 log = logging.getLogger(__name__)
 REPRO_CACHE = "eval.json"  # `atld-deploy reproduce` caches a run's evaluation beside it
+EVAL_CHUNK = 50  # the per-epoch PGD-20 check runs in chunks so its progress shows
+
+
+def _clock(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
 @dataclass(frozen=True)
@@ -103,8 +109,13 @@ class Trainer:
     """
 
     def __init__(self, cfg: TrainConfig | None, out: str | Path, *, resume: bool = False, overwrite: bool = False,
-                 progress: bool = True, data: DataBundle | None = None) -> None:
+                 progress: bool = True, data: DataBundle | None = None, echo: Callable[[str], None] | None = None) -> None:
+        """Args:
+            progress: progress bars (only when stderr is a terminal).
+            echo: where the start summary and the per-epoch lines go (the CLI: stderr); default: logging.
+        """
         self.out = Path(out)
+        self.echo = echo or log.info
         if cfg is None and not resume:
             raise ConfigError("a new run needs a TrainConfig (cfg=None is only for resume)")
         self.dist = init_distributed(cfg.device if cfg is not None else "cpu")
@@ -141,6 +152,10 @@ class Trainer:
         if resume:
             self._load_checkpoint()
         self._replacement: Replacement | None = None
+
+    @property
+    def _bars(self) -> bool:
+        return self.progress and self.dist.is_main and sys.stderr.isatty()
 
     @property
     def finished(self) -> bool:
@@ -234,13 +249,19 @@ class Trainer:
             for i in range(0, len(test), 500):
                 x, y = test.batch(torch.arange(i, min(i + 500, len(test))))
                 correct += (f(x.to(self.device)).argmax(1).cpu() == y).sum().item()
+        from tqdm import tqdm
+
         n = min(self.cfg.eval_pgd_n, len(test))
-        x, y = test.batch(torch.arange(n))
-        x, y = x.to(self.device), y.to(self.device)
-        x_adv = pgd(f, x, y, self.cfg.eps, self.cfg.eps / 4, 20, generator=torch.Generator().manual_seed(0))
-        with torch.no_grad():
-            robust = (f(x_adv).argmax(1) == y).float().mean().item()
-        return correct / len(test), robust
+        gen = torch.Generator().manual_seed(0)
+        robust_n = 0
+        for i in tqdm(range(0, n, EVAL_CHUNK), desc="PGD-20 check", unit="chunk", leave=False, disable=not self._bars,
+                      file=sys.stderr):
+            x, y = test.batch(torch.arange(i, min(i + EVAL_CHUNK, n)))
+            x, y = x.to(self.device), y.to(self.device)
+            x_adv = pgd(f, x, y, self.cfg.eps, self.cfg.eps / 4, 20, generator=gen)
+            with torch.no_grad():
+                robust_n += int((f(x_adv).argmax(1) == y).sum().item())
+        return correct / len(test), robust_n / max(n, 1)
 
     def fit(self) -> TrainResult:
         """Train the remaining epochs. A resumed run that is already finished is reported, not touched."""
@@ -248,12 +269,28 @@ class Trainer:
             return self._finished_result()
         try:
             self._begin_writes()
+            if self.dist.is_main:
+                self.echo(self.start_summary())
             return self._fit()
         except BaseException:
             if self._replacement is not None and self._replacement.active:
                 self._replacement.rollback()
                 log.warning("the previous run in %s was put back as it was; nothing of the new run was kept", self.out)
             raise
+
+    def start_summary(self) -> str:
+        """One paragraph a person reads before a long run: data, model, budget, schedule, device."""
+        cfg, d = self.cfg, self.data
+        counts = torch.bincount(d.train.labels.long(), minlength=d.num_classes).tolist()
+        params = sum(p.numel() for p in self.nets.classifier.parameters())
+        skipped = f", {d.skipped} non-image files skipped" if getattr(d, "skipped", 0) else ""
+        what = f"resuming at epoch {self.start_epoch + 1}" if self.action == "resume" else "new run"
+        return (f"train ({what}) -> {self.out}\n"
+                f"  data   {cfg.dataset}: {len(d.train)} train / {len(d.test)} test images, {d.num_classes} classes "
+                f"({min(counts)}-{max(counts)} train images per class), {d.channels}x{d.size}x{d.size}{skipped}\n"
+                f"  model  {cfg.method} {cfg.arch}, {params / 1e6:.2f} M parameters; eps {cfg.eps:.4g}\n"
+                f"  budget {cfg.epochs} epochs x batch {cfg.batch_size}, lr {cfg.lr:g} (x{cfg.lr_gamma:g} at epochs "
+                f"{', '.join(str(m) for m in cfg.lr_milestones) or 'none'}), device {self.device}")
 
     def _finished_result(self) -> TrainResult:
         summary = read_json(self.out / SUMMARY, CheckpointError, "the run has no summary", "resume it with --resume") \
@@ -275,7 +312,7 @@ class Trainer:
             sums: dict[str, float] = {}
             t0 = time.perf_counter()
             bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
-                       disable=not (self.progress and self.dist.is_main), file=sys.stderr)
+                       disable=not self._bars, file=sys.stderr)
             seen = 0
             for global_idx in bar:
                 idx = self.dist.shard(global_idx)
@@ -297,7 +334,9 @@ class Trainer:
             if not self.dist.is_main:
                 self.dist.barrier()  # rank 0 evaluates and writes; the others wait for the checkpoint
                 continue
+            t_eval = time.perf_counter()
             clean, robust = self.evaluate()
+            eval_s = time.perf_counter() - t_eval
             record = {"epoch": epoch, **means, "clean_acc": clean, "pgd20_acc": robust,
                       "lr": self.nets.opt_c.param_groups[0]["lr"], "seconds": train_s,
                       "images_per_s": seen / train_s, "processes": self.dist.world}
@@ -309,10 +348,11 @@ class Trainer:
                 self._replacement.commit()
                 self._replacement = None
             self.dist.barrier()
-            if self.progress:
-                print(f"epoch {epoch + 1}/{cfg.epochs}: loss {record.get('loss', 0):.4f}  clean {clean:.2%}  "
+            done = epoch + 1 - self.start_epoch
+            eta = (time.perf_counter() - t_start) / done * (cfg.epochs - epoch - 1)
+            self.echo(f"epoch {epoch + 1}/{cfg.epochs}: loss {record.get('loss', 0):.4f}  clean {clean:.2%}  "
                       f"PGD-20 {robust:.2%} (eps {cfg.eps:.4g}, n={min(cfg.eval_pgd_n, len(self.data.test))})  "
-                      f"{seen / train_s:.0f} img/s", file=sys.stderr)
+                      f"{seen / train_s:.0f} img/s  train {train_s:.0f} s + check {eval_s:.0f} s  ETA {_clock(eta)}")
         seconds = time.perf_counter() - t_start
         if not self.dist.is_main:
             shutdown(self.dist)
