@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 
 ALPHA = 1e-3  # a correct graph fails a statistical bar with probability <= 0.1%
 MIN_FLIP_GAP = 3  # flips between a correct graph's expected disagreement and the label bar
+FLOOR_RATE_FACTOR = 2.0  # the float16 graph rounds its activations as well as the floor's weights
+FP16_UNIT_ROUNDOFF = 2.0 ** -11
 STEP_CHECKED = ("images_imt",)  # judged by the exact step check, not by an error bound
 
 
@@ -78,7 +80,6 @@ class Thresholds:
     err_factor: float | None = None
 
 
-FP16_UNIT_ROUNDOFF = 2.0 ** -11
 THRESHOLDS = {
     "fp32": Thresholds(abs_err=1e-3, use_mean=False, grad_band=1e-3, label_rate=1e-3, sign_rate=1e-3),
     "fp16": Thresholds(abs_err=1e-2, use_mean=True, grad_band=1e-2, label_rate=None, sign_rate=None, err_factor=8.0),
@@ -94,9 +95,6 @@ def binomial_bar(n: int, rate: float) -> int:
     return min(n, max(quantile, math.ceil(n * rate + MIN_FLIP_GAP)))
 
 
-FLOOR_RATE_FACTOR = 2.0  # the float16 graph rounds its activations as well as the floor's weights
-
-
 def floor_label_rate(floor_flips: int, n: int) -> float:
     """The label flip rate a float16 graph is allowed: FLOOR_RATE_FACTOR x the floor's rate (Laplace: never 0)."""
     return min(1.0, FLOOR_RATE_FACTOR * (floor_flips + 1) / (n + 2))
@@ -104,15 +102,11 @@ def floor_label_rate(floor_flips: int, n: int) -> float:
 
 def share_bar(floor_share: float, n: int) -> float:
     """Highest mean per-example sign-disagreement share the float16 graph may show, from the floor's."""
-    r = max(floor_share, 1.0 / max(n, 1))
-    z = float(_normal_isf(ALPHA))
-    return max(THRESHOLDS["fp32"].sign_rate or 0.0, floor_share + z * 2.0 * math.sqrt(r * (1.0 - r) / max(n, 1)))
-
-
-def _normal_isf(alpha: float) -> float:
     from scipy.stats import norm
 
-    return float(norm.isf(alpha))
+    r = max(floor_share, 1.0 / max(n, 1))
+    z = float(norm.isf(ALPHA))
+    return max(THRESHOLDS["fp32"].sign_rate or 0.0, floor_share + z * 2.0 * math.sqrt(r * (1.0 - r) / max(n, 1)))
 
 
 @dataclass
@@ -197,8 +191,9 @@ class ParityReport:
         lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
         for e in self.entries:
             if e.floor_label_flips is not None:
-                lines.append(f"{e.graph}: float16-weight floor flips {e.floor_label_flips}/{e.samples} labels, signs "
-                             f"{e.floor_sign_agreement:.2%}; bars derived from it")
+                signs = "" if e.floor_sign_agreement is None else f", signs {e.floor_sign_agreement:.2%}"
+                lines.append(f"{e.graph}: float16-weight floor flips {e.floor_label_flips}/{e.samples} labels{signs}; "
+                             f"bars derived from it")
             if e.step is not None:
                 lines.append(f"{e.graph}: IMT step {e.step.summary()}")
             lines += [f"note {e.graph} on {e.backend}: {n}" for n in e.notes]

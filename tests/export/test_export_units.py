@@ -219,7 +219,7 @@ def _logits(n: int, flips: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_labels_are_held_to_the_stated_bar_and_fail_one_flip_beyond() -> None:
-    from atld_deploy.export.parity import THRESHOLDS, binomial_bar, compare, floor_label_rate
+    from atld_deploy.export.parity import THRESHOLDS, ParityReport, binomial_bar, compare, floor_label_rate
 
     bar32 = binomial_bar(400, THRESHOLDS["fp32"].label_rate)
     ref, ok = _logits(400, bar32)
@@ -240,6 +240,7 @@ def test_labels_are_held_to_the_stated_bar_and_fail_one_flip_beyond() -> None:
     assert not [f for f in res.failures if f.startswith("labels")]
     res = compare("classifier", "onnxruntime", "fp16", {"logits": ref}, {"logits": bad}, None, floor={"logits": floor})
     assert any(f.startswith(f"labels differ on {bar16 + 1} of 400") for f in res.failures)
+    assert "floor flips 2/400 labels; bars derived from it" in ParityReport([res], {}).table()
     res = compare("classifier", "onnxruntime", "fp16", {"logits": ref}, {"logits": ok}, None)
     assert "fp16 labels have no floor to be judged against" in res.failures
 
