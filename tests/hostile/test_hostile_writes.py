@@ -141,7 +141,7 @@ def _tampered_artifact(tiny_artifacts: Path, tmp_path: Path, edit) -> Path:
     return art
 
 
-UNSAFE_NAMES = ["seven\neight", "tab\there", 'say "hi"', "back\\slash", "nul\x00", "ls\u2028ep", "c1\x85"]
+UNSAFE_NAMES = ["seven\neight", "seven\n", "tab\there", 'say "hi"', "back\\slash", "nul\x00", "ls\u2028ep", "c1\x85"]
 
 
 def test_the_name_rule_and_its_schema_pattern_agree() -> None:
