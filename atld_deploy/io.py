@@ -4,8 +4,7 @@ Writes are atomic: a reader sees either the old file or the complete new one, ne
 temporary file is created exclusively (`O_EXCL`, so never through an existing name or symlink) under a
 fresh random name beside the target, with mode 0o666 so the kernel applies the umask exactly as for a
 plain `open()` (0644 under umask 022), then renamed over the target; the final file keeps that mode
-whatever the writer did in between. A symlink at the target is replaced,
-its target never written.
+whatever the writer did in between. A symlink at the target is replaced, its target never written.
 
 Reads accept regular files only: a FIFO, socket, device or directory named like a manifest, config or
 weights file is refused with the caller's error instead of blocking on it or reading it forever. JSON
