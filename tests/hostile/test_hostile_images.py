@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from cli_probe import REPO, assert_only_written, fingerprint, read_jsonl, run_cli, write_digits
 
-from atld_deploy.imageio import DEFAULT_MAX_PIXELS
+from atld_deploy.imageio import DEFAULT_MAX_PIXELS, decode_memory_bound
 
 CLASSIFIED = {"path", "label", "class", "confidence", "p_natural"}
 
@@ -89,6 +89,22 @@ def test_a_16bit_bomb_is_refused_from_its_header_and_memory_stays_at_baseline(ti
     # the target the decoder is held to: within 1.5x of an infer run on small images alone
     assert r.max_rss_mb <= 1.5 * baseline.max_rss_mb, (r.max_rss_mb, baseline.max_rss_mb)
     assert_only_written(tmp_path, before, tmp_path / "p.jsonl")
+
+
+def test_a_16bit_bomb_decoded_under_a_lifted_cap_stays_within_the_stated_bound(tiny_artifacts: Path, bomb: Path,
+                                                                                tmp_path: Path) -> None:
+    plain = write_digits(tmp_path / "plain", "a.png")
+    hostile = write_digits(tmp_path / "hostile", "a.png")
+    os.link(bomb, hostile / "bomb16.png")
+    cap = 13000 * 13000
+    common = ("-a", tiny_artifacts, "--no-progress", "--workers", "1", "--max-pixels", str(cap))
+    baseline = run_cli("infer", plain, "-o", tmp_path / "base.jsonl", *common)
+    r = run_cli("infer", hostile, "-o", tmp_path / "p.jsonl", *common)
+    assert baseline.code == 0 and r.code == 0, r.err
+    assert set(read_jsonl(tmp_path / "p.jsonl")["bomb16.png"]) == CLASSIFIED
+    # one decoder thread: the docstring's bound for this cap and the model's 8-pixel input
+    assert r.max_rss_mb - baseline.max_rss_mb <= decode_memory_bound(cap, size=8) / 2**20, (r.max_rss_mb,
+                                                                                            baseline.max_rss_mb)
 
 
 @pytest.mark.parametrize("value", ["0", "-5", "200000000000"])

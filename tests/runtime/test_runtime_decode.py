@@ -253,6 +253,18 @@ def test_huge_files_are_not_read_whole_and_special_files_are_never_opened(tmp_pa
         decode_image(big, 1, 8)  # Pillow reads its header from the open file and reports it
 
 
+def test_the_walk_marks_what_is_not_a_regular_file_without_opening_it(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "f.png")
+    (tmp_path / "zero.png").symlink_to("/dev/zero")
+    (tmp_path / "loop").symlink_to(tmp_path)
+    (tmp_path / "ok.png").write_bytes(b"")
+    (tmp_path / "gone.png").symlink_to(tmp_path / "nowhere")
+    errors = {e.rel: e.error for e in walk_files(tmp_path)}
+    assert errors == {"f.png": "not a regular file (fifo)", "gone.png": None, "ok.png": None,
+                      "loop": "not a regular file (directory; symlinked directories are not walked)",
+                      "zero.png": "not a regular file (character device)"}
+
+
 def test_a_fifo_is_refused_at_once_not_waited_on(tmp_path: Path) -> None:
     """Opening a FIFO for reading blocks until a writer comes; the decoder must never open it that way. In a
     child process with a time limit, so a regression fails this test instead of hanging the suite."""
