@@ -82,7 +82,7 @@ def print_decode_cost(folder: Path, channels: int, size: int) -> None:
     from atld_deploy import imageio
 
     files = sorted(str(p) for p in folder.rglob("*.png"))
-    pillow = lambda f: imageio._decode_pillow(io.BytesIO(imageio._read_small_file(f)), channels, size, f)  # noqa: E731
+    pillow = lambda f: imageio._decode_pillow(io.BytesIO(Path(f).read_bytes()), channels, size, f)  # noqa: E731
     for name, decode in (("decode_image (fast path)", lambda f: imageio.decode_image(f, channels, size)),
                          ("Pillow alone", pillow)):
         best = float("inf")
