@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import AtldError
+from .names import NAME_PATTERN
 
 # Upper bounds. Generous for real models (ImageNet-21k has 21,841 classes; WRN-106-32 is far past the paper's
 # WRN-34-20), far below what exhausts a machine.
@@ -27,14 +28,16 @@ LIMITS: dict[str, int] = {
     "eval_pgd_n": 1_000_000,
 }
 
+# a plain file name inside the artifact: no separators, no `.`/`..`, no control characters. Patterns forbid with a
+# lookahead over the whole string, since Python's `$` also matches before a final newline (and stay ECMA-262).
 _NAME = {"type": "string", "minLength": 1, "maxLength": 255,
-         "pattern": r"^(?!\.\.?$)[^/\\\x00-\x1f]+$"}  # a plain file name inside the artifact: no separators, no ..
-_SHA = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+         "pattern": r"^(?![\s\S]*[/\\\x00-\x1f\x7f])(?!\.\.?$)[\s\S]+$"}
+_SHA = {"type": "string", "pattern": r"^(?![\s\S]*\n)[0-9a-f]{64}$"}
 _DIM = {"oneOf": [{"type": "integer", "minimum": 1, "maximum": LIMITS["max_batch"] * LIMITS["image_size"]},
                   {"const": "batch"}]}
 _TENSOR = {
     "type": "object", "required": ["name", "dtype", "shape", "meaning"],
-    "properties": {"name": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"},
+    "properties": {"name": {"type": "string", "pattern": r"^(?![\s\S]*\n)[A-Za-z_][A-Za-z0-9_]{0,63}$"},
                    "dtype": {"enum": ["float32", "float16", "uint8"]},
                    "shape": {"type": "array", "minItems": 1, "maxItems": 4, "items": _DIM},
                    "meaning": {"type": "string", "maxLength": 1000}},
@@ -66,7 +69,7 @@ MANIFEST_SCHEMA: dict[str, Any] = {
         "format_version": {"const": 3},
         "classes": {"type": "array", "minItems": 2, "maxItems": LIMITS["classes"],
                     "items": {"type": "string", "minLength": 1, "maxLength": LIMITS["class_name_chars"],
-                              "pattern": r"^[^\x00-\x1f\x7f\"\\]+$"}},
+                              "pattern": NAME_PATTERN}},
         "input": {
             "type": "object", "required": ["name", "dtype", "layout", "shape", "channels", "size", "range"],
             "properties": {"channels": {"enum": [1, 3]},
@@ -78,7 +81,7 @@ MANIFEST_SCHEMA: dict[str, Any] = {
                 "properties": {"mode": {"enum": ["off", "plain", "plus"]},
                                "eps": {"type": "number", "minimum": 0, "maximum": 1}}},
         "graphs": {"type": "object", "minProperties": 1, "maxProperties": 16,
-                   "propertyNames": {"pattern": r"^[a-z0-9_]{1,32}$"}, "additionalProperties": _GRAPH},
+                   "propertyNames": {"pattern": r"^(?![\s\S]*\n)[a-z0-9_]{1,32}$"}, "additionalProperties": _GRAPH},
         "engines": {"type": "object", "maxProperties": 16, "additionalProperties": _ENGINE},
         "verified": {"type": "boolean"},
         "producer": {"type": "object"},
@@ -105,7 +108,7 @@ RUN_CONFIG_SCHEMA: dict[str, Any] = {
         "config": {
             "type": "object",
             "properties": {
-                "arch": {"type": "string", "pattern": r"^wrn-[0-9]{1,3}-[0-9]{1,2}$"},
+                "arch": {"type": "string", "pattern": r"^(?![\s\S]*\n)wrn-[0-9]{1,3}-[0-9]{1,2}$"},
                 "image_size": {**_POS_INT, "maximum": LIMITS["image_size"]},
                 "epochs": {**_POS_INT, "maximum": LIMITS["epochs"]},
                 "batch_size": {**_POS_INT, "maximum": LIMITS["batch_size"]},

@@ -198,11 +198,20 @@ def export_run(
         previous `out_dir` is intact). ParityError: written, but parity failed (manifest `verified: false`):
         into `out_dir` when it held no artifacts, else beside it as `<out_dir>.failed-parity-<time>-<id>`, so the
         previous artifacts stay intact and nothing is deleted.
-        EngineError: `trt` asked for on a machine without TensorRT/GPU (the ONNX artifacts are written).
+        EngineError: `trt` asked for on a machine without TensorRT/GPU (refused before any work; nothing written).
     """
     opts = options or ExportOptions(imt_mode=imt_mode, eps=eps, trt=trt, **kw)
     run_dir, out = Path(run_dir), Path(out_dir)
     ARTIFACT_DIR.check_replaceable(out)  # refuse a foreign OUT before any work
+    if opts.trt:
+        from .trt import tensorrt_status
+
+        missing = tensorrt_status()
+        if missing:
+            raise EngineError(
+                f"--trt: {missing}; nothing was written. Export without --trt here, then build the engines on a "
+                f"machine with TensorRT and a CUDA GPU: `atld-deploy export {run_dir} --output {out} --trt`"
+            )
     run = load_run(run_dir)
     if run.discriminator is None:
         raise ExportError(
@@ -239,15 +248,6 @@ def export_run(
             raise ParityError(f"parity failed: the new artifacts are in {written}, marked verified: false (details in "
                               f"{written / 'parity.json'}){kept}; nothing was deleted")
     if opts.trt:
-        from .trt import tensorrt_status
-
-        missing = tensorrt_status()
-        if missing:
-            raise EngineError(
-                f"--trt: {missing}. The ONNX artifacts in {out} were written"
-                f"{' and verified' if report is not None else ''}; build the engines on a GPU machine with TensorRT "
-                f"using `atld-deploy export {run_dir} --out {out} --trt`"
-            )
         manifest = add_engines(out, opts, echo)
     return manifest
 
@@ -311,6 +311,9 @@ def add_engines(art: Path, opts: ExportOptions, echo: Callable[[str], None] = lo
         engines[key] = EngineEntry(eng_file, src, opts.precision, side_file, sha256_file(art / eng_file),
                                    opts.min_batch, opts.opt_batch, opts.max_batch, sha256_file(art / side_file))
     manifest = Manifest(**{**manifest.__dict__, "engines": engines})
+    from ..signing import drop_signature
+
+    drop_signature(art, "TensorRT engines were added")
     manifest.save(art)
     report = verify_artifacts(art, backends=["onnxruntime", "tensorrt"], n_real=opts.parity_real, n_random=opts.parity_random)
     echo(report.table())

@@ -98,14 +98,17 @@ def verify_artifacts(
     n_random: int = 64,
     seed: int = 0,
     update_manifest: bool = True,
+    record: bool = True,
 ) -> ParityReport:
     """Check every graph (and, for `tensorrt`, every engine) in `art_dir` against PyTorch.
 
     Args:
         art_dir: an artifact directory written by `export_run`.
         backends: any of "onnxruntime", "tensorrt" (or "all": every backend available here).
+        record: write the report to `ART/parity.json` and (with `update_manifest`) the manifest's `verified`
+            flag; that changes the artifact, so a signature it had is removed (sign it again). False: read-only.
     Returns:
-        The `ParityReport` (`.passed`), also written to `ART/parity.json`.
+        The `ParityReport` (`.passed`).
     Raises:
         ExportError: the manifest or a listed file is missing or modified.
         EngineError: `tensorrt` asked for explicitly but unavailable, or an engine's sidecar does not match.
@@ -157,7 +160,11 @@ def verify_artifacts(
                 entries[-1].graph = f"{key} (engine)"
     info["seconds"] = round(time.perf_counter() - t0, 2)
     report = ParityReport(entries=entries, inputs=info, skipped=skipped)
-    write_json_atomic(art / PARITY, report.to_dict())
-    if update_manifest and manifest.verified != report.passed:
-        manifest.with_verified(report.passed).save(art)
+    if record:
+        from ..signing import drop_signature
+
+        drop_signature(art, "verify recorded a new parity.json")
+        write_json_atomic(art / PARITY, report.to_dict())
+        if update_manifest and manifest.verified != report.passed:
+            manifest.with_verified(report.passed).save(art)
     return report

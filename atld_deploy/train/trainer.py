@@ -17,7 +17,7 @@ from ..attacks import pgd
 from ..config import TrainConfig
 from ..data import DataBundle, augment_batch, load_dataset
 from ..errors import CheckpointError, ConfigError
-from ..io import atomic_path, read_json, write_bytes_atomic, write_json_atomic
+from ..io import atomic_path, read_json, require_regular_file, write_bytes_atomic, write_json_atomic
 from ..owned import Owned, Replacement
 from ..run import (
     CHECKPOINT, CLASSES, CLASSIFIER, CONFIG, DISCRIMINATOR, METRICS, RUN_FILES, SUMMARY,
@@ -206,6 +206,7 @@ class Trainer:
         path = self.out / CHECKPOINT
         if not path.exists():
             raise CheckpointError(f"{path} is missing: the run never finished an epoch; start it again with --overwrite")
+        require_regular_file(path, CheckpointError, "start it again with --overwrite")  # a FIFO would block torch.load
         try:
             state = torch.load(path, map_location=self.device, weights_only=True)
             n = self.nets

@@ -26,12 +26,13 @@ PARITY_ARGS = ["--parity-real", "360", "--parity-random", "40"]
 
 @pytest.fixture(scope="session")
 def exported(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, str]:
-    """`atld-deploy export RUN --out ART --fp16 --trt`: returns (ART, exit code, stderr). Without TensorRT the
-    export must still write and verify the ONNX artifacts (the float16 pipeline included) and exit non-zero."""
+    """`atld-deploy export RUN --output ART --fp16`: returns (ART, exit code, stderr); the engines are
+    test_export_tensorrt.py's subject."""
     art = tmp_path_factory.mktemp("art") / "art"
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
-        rc = main(["export", str(tiny_run), "--out", str(art), "--fp16", "--trt", "--max-batch", "64", *PARITY_ARGS])
+        rc = main(["export", str(tiny_run), "--output", str(art), "--fp16", "--max-batch", "64", *PARITY_ARGS])
+    assert rc == 0, err.getvalue()
     return art, rc, err.getvalue()
 
 
@@ -125,25 +126,28 @@ def test_tampered_onnx_is_a_hash_mismatch(exported: tuple[Path, int, str], tmp_p
     assert main(["verify", str(art)]) == 2
 
 
-def test_trt_without_tensorrt_is_clear_and_keeps_onnx(exported: tuple[Path, int, str], capsys: pytest.CaptureFixture[str]) -> None:
+def test_trt_without_tensorrt_is_refused_before_any_work(tiny_run: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
     missing = tensorrt_status()
     if not missing:
         pytest.skip("TensorRT and a CUDA GPU are present; the engine path is tested by test_export_tensorrt.py")
-    art, rc, err = exported
-    assert rc == 2
-    assert f"--trt: {missing}" in err
-    assert f"The ONNX artifacts in {art} were written and verified" in err
-    m = Manifest.load(art)
-    assert m.verified and not m.engines
+    art = tmp_path / "art"
+    assert main(["export", str(tiny_run), "--output", str(art), "--trt"]) == 2
+    err = capsys.readouterr().err
+    assert f"--trt: {missing}; nothing was written" in err and "Export without --trt here" in err
+    assert list(tmp_path.iterdir()) == []  # no artifact, no temporary directory
 
 
 def test_verify_cli_rechecks(exported: tuple[Path, int, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     art = tmp_path / "art"
     shutil.copytree(exported[0], art)
     (art / PARITY).unlink()
+    manifest_before = (art / "manifest.json").read_bytes()
     assert main(["verify", str(art), "--parity-real", "160", "--parity-random", "40"]) == 0
     out = capsys.readouterr().out
-    assert "pipeline" in out and "PASS" in out and "FAIL" not in out
+    assert "pipeline" in out and "PASS" in out and "FAIL" not in out and "read-only check" in out
+    assert not (art / PARITY).exists() and (art / "manifest.json").read_bytes() == manifest_before  # read-only
+    assert main(["verify", str(art), "--parity-real", "160", "--parity-random", "40", "--record"]) == 0
     assert json.loads((art / PARITY).read_text())["passed"] is True
     assert main(["verify", str(art), "--backend", "tensorrt"]) == (2 if tensorrt_status() else 0)
 

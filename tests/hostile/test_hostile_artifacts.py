@@ -106,3 +106,15 @@ def test_an_unverified_artifact_needs_allow_unverified(setup: tuple[Path, Path, 
     res = cli("infer", str(images), "--artifacts", str(art), "-o", str(out), "--no-progress", "--allow-unverified")
     assert res.returncode == 0, res.stderr
     assert len(out.read_text().splitlines()) == 4
+
+
+def test_verify_is_read_only_and_recording_drops_the_signature(setup: tuple[Path, Path, Path, Path]) -> None:
+    art, _, priv, pub = setup
+    assert cli("sign", str(art), "--key", str(priv)).returncode == 0
+    res = cli("verify", str(art), "--parity-real", "64", "--parity-random", "16")
+    assert res.returncode == 0 and (art / "model.sig").is_file(), res.stderr
+    res = cli("bench", str(art), "--batch-sizes", "1", "--iters", "1", "--public-key", str(pub))
+    assert res.returncode == 0, res.stderr  # the read-only check left the signature valid
+    res = cli("verify", str(art), "--parity-real", "64", "--parity-random", "16", "--record")
+    assert res.returncode == 0 and not (art / "model.sig").exists(), res.stderr
+    assert "signature no longer holds and was removed" in res.stderr

@@ -84,3 +84,12 @@ def test_fuzzed_run_configs_load_or_refuse_cleanly(tiny_run: Path, tmp_path_fact
         read_run_meta(run)
     except AtldError as e:
         assert "\n" not in str(e)
+
+
+def test_a_fifo_checkpoint_is_refused_not_waited_on(run: Path) -> None:
+    (run / "checkpoint.pt").unlink()
+    os.mkfifo(run / "checkpoint.pt")
+    res = subprocess.run([sys.executable, "-m", "atld_deploy", "train", "--output", str(run), "--resume", "--epochs", "3",
+                          "--no-progress"], capture_output=True, text=True, timeout=TIMEOUT,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 2 and "checkpoint.pt" in res.stderr and "not a regular file" in res.stderr, res.stderr
