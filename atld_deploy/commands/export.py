@@ -8,13 +8,18 @@ from typing import Optional
 import typer
 
 from ..cli_app import app
+from . import options
 
 
 @app.command()
 def export(
     run: Path = typer.Argument(..., help="Run directory written by `atld-deploy train`."),
-    out: Path = typer.Option(..., "--out", help="Artifact directory to create or replace (atomically)."),
-    imt: str = typer.Option("plus", help="IMT transform in pipeline.onnx: plus | plain | off."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", show_default=False,
+                                          help="Artifact directory to create or replace (required; only an artifact "
+                                               "directory of ours is ever replaced)."),
+    out: Optional[Path] = options.hidden("--out"),
+    imt: str = typer.Option("imt-plus", help="IMT mode of pipeline.onnx: imt-plus | imt | static (static: no step, "
+                                             "p_natural only)."),
     eps: float = typer.Option(None, help="IMT step in [0,1] pixel units (default: the run's training eps)."),
     opset: int = typer.Option(18, help="ONNX opset (17-20: parsed by TensorRT 10 and 11)."),
     uint8_input: bool = typer.Option(False, "--uint8-input", help="Also write pipeline_uint8.onnx (uint8 NHWC frames in)."),
@@ -39,6 +44,10 @@ def export(
     """Export a run: classifier/discriminator/IMT pipeline ONNX graphs, manifest, parity report (and engines)."""
     import time
 
+    out = options.either(output, out, "--output", "--out")
+    assert out is not None
+    imt = options.IMT_MODES[options.imt_mode(imt)]
+
     from ..export.exporter import ExportOptions, export_run
     from ..export.triton import TritonOptions, write_triton_repo
 
@@ -52,6 +61,10 @@ def export(
         workspace_mb=workspace_mb, skip_parity=skip_parity, parity_real=parity_real, parity_random=parity_random,
     )
     t0 = time.perf_counter()
+    if triton is not None and triton.exists() and not triton.is_dir():
+        from ..errors import ConfigError
+
+        raise ConfigError(f"--triton {triton} exists and is not a directory; give a model repository folder")
     manifest = export_run(run, out, options=opts, echo=typer.echo)
     sizes = ", ".join(f"{g.file} {(out / g.file).stat().st_size / 1e6:.1f} MB" for g in manifest.graphs.values())
     typer.echo(f"exported {run} -> {out} in {time.perf_counter() - t0:.0f} s ({sizes}); verified: {manifest.verified}")
@@ -66,16 +79,20 @@ def verify(
     backend: str = typer.Option("onnxruntime", help="onnxruntime | tensorrt | all (all: every backend available here)."),
     parity_real: int = typer.Option(256, help="Real test images of the run's data set."),
     parity_random: int = typer.Option(64, help="Uniform random images."),
+    record: bool = typer.Option(False, "--record", help="Write the result into the artifact (parity.json and the "
+                                "manifest's verified flag); that removes a signature, so sign it again."),
 ) -> None:
-    """Re-check an artifact directory: file hashes, then parity of every graph/engine against PyTorch."""
+    """Re-check an artifact directory: file hashes, then parity of every graph/engine against PyTorch.
+    Read-only unless --record."""
     from ..errors import ParityError
     from ..export.verify import verify_artifacts
 
-    report = verify_artifacts(art, backends=[backend], n_real=parity_real, n_random=parity_random)
+    report = verify_artifacts(art, backends=[backend], n_real=parity_real, n_random=parity_random, record=record)
     typer.echo(report.table())
+    where = f"details in {art / 'parity.json'}; manifest marked verified: false" if record else "nothing was written"
     if not report.passed:
-        raise ParityError(f"parity failed for {art} (details in {art / 'parity.json'}); manifest marked verified: false")
-    typer.echo(f"{art}: verified")
+        raise ParityError(f"parity failed for {art} ({where})")
+    typer.echo(f"{art}: verified" + ("" if record else " (read-only check; --record stores it in the artifact)"))
 
 
 @app.command()

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from ..cli_app import app
+from . import options
 
 EXIT_SOME_UNREADABLE = 3
 ALLOW_UNVERIFIED_HELP = "Serve an artifact whose manifest does not record a passed parity verification."
@@ -29,13 +30,18 @@ def _int_list(text: str, what: str) -> list[int]:
 
 @app.command()
 def infer(
-    images: Path = typer.Argument(..., help="Folder of images, walked recursively in sorted order (every non-hidden file)."),
-    artifacts: Path = typer.Option(..., "--artifacts", "-a", help="Artifact directory written by `atld-deploy export`."),
+    images: Path = typer.Argument(..., help="Folder of images, walked recursively in sorted order (every non-hidden "
+                                  "file), or one image file."),
+    artifact: Optional[Path] = typer.Option(None, "--artifact", "-a", show_default=False,
+                                            help="Artifact directory written by `atld-deploy export` (required)."),
+    artifacts: Optional[Path] = options.hidden("--artifacts"),
     output: Path = typer.Option(..., "--output", "-o", help="Predictions file: .jsonl or .csv (one line per file)."),
     backend: str = typer.Option("auto", help="auto | tensorrt | onnxruntime | torch"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     batch_size: int = typer.Option(64, help="Images per inference call."),
-    imt: bool = typer.Option(True, "--imt/--no-imt", help="--no-imt: the classifier graph alone (no IMT step, no p_natural)."),
+    imt: str = typer.Option("auto", help="auto (the artifact's pipeline as exported) | static (the classifier graph: no "
+                            "IMT step, no p_natural) | imt | imt-plus (must be the mode the pipeline was exported with)."),
+    no_imt: bool = typer.Option(False, "--no-imt", hidden=True),
     workers: Optional[int] = typer.Option(None, help="Decoder threads (default: half the CPUs for a CPU backend, all on a GPU; at most 8)."),
     resume: bool = typer.Option(False, help="Append to --output, skipping files it already lists."),
     overwrite: bool = typer.Option(False, help="Replace an existing --output."),
@@ -49,16 +55,30 @@ def infer(
     """Classify every file under IMAGES; exit 0 if all were classified, 3 if some could not be read."""
     from tqdm import tqdm
 
-    from ..imageio import check_max_pixels
     from ..runtime import Classifier, infer_folder
+    from ..runtime.folder import check_request, count_files
     from ..runtime.shard import Shard
 
-    check_max_pixels(max_pixels)
+    art = options.either(artifact, artifacts, "--artifact", "--artifacts")
+    assert art is not None
+    mode = "static" if no_imt else options.imt_mode(imt, allow=("auto", "static", "imt", "imt-plus"))
+    # everything that needs no model first, so a wrong path or an existing output costs nothing
+    check_request(images, output, resume, overwrite, batch_size, workers, max_pixels)
     part = Shard.parse(shard) if shard is not None else None
-    clf = Classifier.load(artifacts, backend=backend, device=device, imt=imt, batch_size=batch_size,
+    clf = Classifier.load(art, backend=backend, device=device, imt=mode != "static", batch_size=batch_size,
                           allow_unverified=allow_unverified, public_key=public_key)
-    typer.echo(f"infer: {clf.runner.describe()} running {clf.graph!r} of {artifacts}", err=True)
-    bar = tqdm(unit="img", desc="infer", disable=not progress, dynamic_ncols=True, smoothing=0.1)
+    exported = options.IMT_ALIASES.get(clf.manifest.imt.get("mode", ""), "static")
+    if mode in ("imt", "imt-plus") and mode != exported:
+        clf.close()
+        from ..errors import ConfigError
+
+        raise ConfigError(f"--imt {mode}: the pipeline of {art} was exported with IMT mode {exported}; re-export with "
+                          f"`atld-deploy export RUN --output ART --imt {mode}`, or pass --imt {exported}")
+    why = "as asked" if mode != "auto" else "the pipeline as exported (the artifact carries no robustness card)"
+    typer.echo(f"infer: {clf.runner.describe()} running {clf.graph!r} of {art} "
+               f"(IMT mode {exported if clf.imt else 'static'}: {why})", err=True)
+    total = count_files(images) if progress else None
+    bar = tqdm(total=total, unit="img", desc="infer", disable=not progress, dynamic_ncols=True, smoothing=0.1)
     try:
         summary = infer_folder(images, output=output, batch_size=batch_size, workers=workers, resume=resume,
                                overwrite=overwrite, classifier=clf, progress=bar.update, shard=part,
@@ -75,8 +95,9 @@ def infer(
 
 @app.command()
 def bench(
-    artifacts: Path = typer.Argument(..., help="Artifact directory written by `atld-deploy export`."),
-    backends: str = typer.Option("all", help="Comma-separated: tensorrt,onnxruntime,torch, or all (every available one)."),
+    art: Path = typer.Argument(..., help="Artifact directory written by `atld-deploy export`."),
+    backend: str = typer.Option("all", help="Comma-separated: tensorrt,onnxruntime,torch, or all (every available one)."),
+    backends: Optional[str] = options.hidden("--backends"),
     batch_sizes: str = typer.Option("1,8,64", help="Comma-separated batch sizes."),
     iters: int = typer.Option(20, help="Timed calls per backend, graph and batch size (after 3 warm-up calls)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
@@ -90,9 +111,11 @@ def bench(
     from ..io import write_json_atomic
     from ..runtime.bench import format_table, run_bench
 
+    backend = options.either(backend, backends, "--backend", "--backends", default="all")
+    assert backend is not None
     sizes = _int_list(batch_sizes, "--batch-sizes")
-    names = [b.strip() for b in backends.split(",") if b.strip()]
-    rows, unavailable = run_bench(artifacts, backends=names, batch_sizes=sizes, iters=iters, device=device,
+    names = [b.strip() for b in backend.split(",") if b.strip()]
+    rows, unavailable = run_bench(art, backends=names, batch_sizes=sizes, iters=iters, device=device,
                                   allow_unverified=allow_unverified, public_key=public_key,
                                   on_row=lambda r: typer.echo(f"  {r.backend} {r.graph} b{r.batch_size}: "
                                                               f"{r.images_per_s:.0f} images/s", err=True))
@@ -101,7 +124,7 @@ def bench(
         typer.echo(f"not measured: {what}: {why}")
     if json_out is not None:
         write_json_atomic(json_out, {
-            "artifacts": str(artifacts), "machine": platform.platform(), "processor": platform.processor(),
+            "artifacts": str(art), "machine": platform.platform(), "processor": platform.processor(),
             "rows": [r.to_dict() for r in rows], "unavailable": unavailable,
         })
         typer.echo(f"wrote {json_out}")

@@ -32,8 +32,12 @@ def hidden(*decls: str) -> Any:
     return typer.Option(None, *decls, hidden=True)
 
 
-def either(new: Optional[T], old: Optional[T], new_flag: str, old_flag: str, required: bool = True) -> Optional[T]:
-    """The value of an option given under its new or its old (hidden) spelling; both at once must agree."""
+def either(new: Optional[T], old: Optional[T], new_flag: str, old_flag: str, required: bool = True,
+           default: Optional[T] = None) -> Optional[T]:
+    """The value of an option given under its new or its old (hidden) spelling; both at once must agree.
+    `default`: the new spelling's default, which the old spelling overrides."""
+    if default is not None and new == default and old is not None:
+        return old
     if new is not None and old is not None and new != old:
         raise ConfigError(f"{new_flag} and {old_flag} are the same option; give it once")
     value = new if new is not None else old

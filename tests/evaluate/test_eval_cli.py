@@ -57,7 +57,7 @@ def test_eval_bad_input_is_one_clear_error(tiny_run, tmp_path: Path, capsys: pyt
     assert main(["eval", str(tiny_run), "--attacks", "pgd7"]) == 2
     assert "unknown attack" in capsys.readouterr().err
     assert main(["eval", str(tiny_run), "--models", "imt++"]) == 2
-    assert "choose from static, imt, imt+" in capsys.readouterr().err
+    assert "IMT mode must be one of static, imt, imt-plus, got 'imt++'" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -122,7 +122,7 @@ def test_usage_errors_exit_2_with_one_line(zoo: Path, tiny_artifacts: Path, tmp_
     cases = [
         (["infer", str(zoo), "-a", str(tmp_path / "missing"), "-o", str(out)], "artifact directory"),
         (["infer", str(zoo), "-a", str(tiny_artifacts), "-o", str(tmp_path / "p.txt")], "must end in .jsonl or .csv"),
-        (["infer", str(tmp_path / "nope"), "-a", str(tiny_artifacts), "-o", str(out)], "is not a directory"),
+        (["infer", str(tmp_path / "nope"), "-a", str(tiny_artifacts), "-o", str(out)], "is neither a folder nor an image file"),
         (["infer", str(zoo), "-a", str(tiny_artifacts), "-o", str(out), "--batch-size", "0"], "at least 1"),
     ]
     for argv, msg in cases:
