@@ -54,7 +54,16 @@ def eval_(
         typer.echo(f"  {o.model:<6} {o.protocol:<10} {o.attack:<14} {100 * o.accuracy:6.2f}%  ({o.seconds:.1f} s)",  # type: ignore[attr-defined]
                    err=True)
 
-    report = evaluate_run(run, attacks=attacks, models=models, protocols=protocol, n=n, eps=eps,
+    import time
+
+    t_start = time.perf_counter()
+
+    def overall(done: int, total: int, what: str) -> None:
+        spent = time.perf_counter() - t_start
+        eta = spent / done * (total - done)
+        typer.echo(f"[{done}/{total}] {what} done; {spent:.0f} s so far, ETA {eta:.0f} s", err=True)
+
+    report = evaluate_run(run, attacks=attacks, models=models, on_progress=overall, protocols=protocol, n=n, eps=eps,
                           batch_size=batch_size, seed=seed, square_queries=square_queries, on_outcome=progress)
     typer.echo(format_table(report))
     typer.echo(f"evaluated {report.meta['n']} examples in {report.meta['seconds']:.0f} s")

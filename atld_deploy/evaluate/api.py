@@ -56,6 +56,7 @@ def evaluate_models(
     seed: int = 0,
     square_queries: int | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
+    on_progress: Callable[[int, int, str], None] | None = None,
 ) -> EvalReport:
     """Evaluate `classifier` (and its IMT pipelines, if `discriminator` is given) on `(x, y)`.
 
@@ -90,7 +91,7 @@ def evaluate_models(
     t0 = time.perf_counter()
     with torch.no_grad():
         clean_out = torch.cat([classifier(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
-    outcomes = run_protocols(views, x, y, spec, on_outcome)
+    outcomes = run_protocols(views, x, y, spec, on_outcome, on_progress)
     warnings = check_logits("static", clean_out) + check_outcomes(outcomes, eps)
     if "worst-case" not in protocol_names:
         outcomes = [o for o in outcomes if o.protocol != "worst-case"]
@@ -121,6 +122,7 @@ def evaluate_run(
     seed: int = 0,
     square_queries: int | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
+    on_progress: Callable[[int, int, str], None] | None = None,
 ) -> EvalReport:
     """Evaluate a trained run on a fixed, seeded subset of its test split (default eps: the run's training eps).
 
@@ -142,7 +144,7 @@ def evaluate_run(
     report = evaluate_models(
         run.classifier, run.discriminator, x, y, eps=eps, num_classes=run.shape.num_classes,
         imt_config=lambda mode: run.imt_config(mode), attacks=attacks, models=models, protocols=protocols,
-        batch_size=batch_size, seed=seed, square_queries=square_queries, on_outcome=on_outcome,
+        batch_size=batch_size, seed=seed, square_queries=square_queries, on_outcome=on_outcome, on_progress=on_progress,
     )
     if len(idx) < n:
         report.meta["notes"].append(f"--n {n} asked for, but the {cfg.dataset} test split has {len(idx)} examples: all used")

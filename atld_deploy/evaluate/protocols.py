@@ -98,10 +98,22 @@ def run_attack(
 def run_protocols(
     models: list[ModelViews], x: torch.Tensor, y: torch.Tensor, spec: RunSpec,
     on_outcome: Callable[[Outcome], None] | None = None,
+    on_progress: Callable[[int, int, str], None] | None = None,
 ) -> list[Outcome]:
     """Run the requested protocols and attacks; return one `Outcome` per (model, attack, protocol),
-    worst-case rows included."""
+    worst-case rows included. `on_progress(done, total, what)` is called after each attack run."""
     outcomes: list[Outcome] = []
+    need_static_published = "published" in spec.protocols or (
+        "adaptive" in spec.protocols and any(m.name == "static" for m in models))
+    total = (sum(not ATTACKS[a].adaptive_only for a in spec.attacks) if need_static_published else 0) + (
+        sum(m.has_imt for m in models) * len(spec.attacks) if "adaptive" in spec.protocols else 0)
+    done = 0
+
+    def ran(what: str) -> None:
+        nonlocal done
+        done += 1
+        if on_progress is not None:
+            on_progress(done, total, what)
 
     def emit(o: Outcome) -> None:
         outcomes.append(o)
@@ -111,8 +123,6 @@ def run_protocols(
 
     static = Target(models[0].deployed.classifier)
     scorers = {m.name: m.deployed for m in models}
-    need_static_published = "published" in spec.protocols or (
-        "adaptive" in spec.protocols and any(m.name == "static" for m in models))
     published: dict[tuple[str, str], Outcome] = {}
     if need_static_published:
         for attack in spec.attacks:
@@ -121,6 +131,7 @@ def run_protocols(
             t0 = time.perf_counter()
             res, seen, pert = run_attack(attack, static, scorers, x, y, spec, ("published", attack))
             secs = time.perf_counter() - t0
+            ran(f"published {attack}")
             for m in models:
                 o = Outcome(m.name, attack, "published", res[m.name], secs, input_range=seen, max_perturbation=pert)
                 published[(m.name, attack)] = o
@@ -142,6 +153,7 @@ def run_protocols(
                 lp = log_p_natural_fn(m)
                 t0 = time.perf_counter()
                 res, seen, pert = run_attack(attack, view, {m.name: m.deployed}, x, y, spec, ("adaptive", m.name, attack), lp)
+                ran(f"adaptive {m.name} {attack}")
                 emit(Outcome(m.name, attack, "adaptive", res[m.name], time.perf_counter() - t0,
                              f"gradient: {a.adaptive_view}", seen, pert))
     if "worst-case" in spec.protocols:

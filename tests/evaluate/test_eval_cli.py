@@ -72,3 +72,14 @@ def test_reproduce_end_to_end_writes_the_report_it_prints(tmp_path: Path) -> Non
     assert table in text  # the numbers in the file are the ones the command printed
     for needle in ("Which of the paper's claims hold", "CIFAR-100", "SVHN", "~144 h", "--epochs 1 --n 16 --arch wrn-10-1"):
         assert needle in text
+
+
+def test_eval_reports_overall_progress_that_reaches_its_total(tiny_run, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", str(tiny_run), "--n", "8", "--attacks", "clean,fgsm,pgd20-imtloss", "--batch-size", "8"]) == 0
+    steps = [l for l in capsys.readouterr().err.splitlines() if l.startswith("[")]
+    totals = {l.split("]")[0].split("/")[1] for l in steps}
+    assert len(totals) == 1 and steps and all("ETA" in l for l in steps)
+    total = int(totals.pop())
+    assert [int(l[1:].split("/")[0]) for l in steps] == list(range(1, total + 1))
+    # 2 attacks the static classifier runs under the published protocol + 3 adaptive runs for each IMT mode
+    assert total == 2 + 2 * 3
