@@ -7,7 +7,7 @@ Writes a folder of small PNGs (real digits at the model's input size), then alte
   raw: `bench`'s measurement (random float32 batches straight into the runner, no decoding);
   e2e: `infer_folder` over the folder (walk + decode on worker threads + batching + inference + JSONL writing).
 Prints the CPU cost of decoding one file (with the libpng fast path and with Pillow alone), then the median
-images/s of each and the ratio (target in issue 4: e2e >= 0.8 x raw), and the peak RSS
+images/s of each and the ratio (end to end against raw), and the peak RSS
 growth while inferring `files` and `4 x files` images (flat memory: about the same for both).
 Without --artifacts, a tiny ATLD run is trained and exported first (minutes).
 """

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -49,6 +50,9 @@ def demo(
     epochs: int = typer.Option(15, help="Training epochs on digits (lr x0.1 after 2/3 and 5/6 of them)."),
     n: int = typer.Option(200, help="Test examples for the robustness evaluation."),
     fresh: bool = typer.Option(False, help="Start over instead of resuming what a previous demo left."),
+    seed: int = typer.Option(0, help="Training and evaluation seed."),
+    record: Optional[Path] = typer.Option(None, "--record", help="Also write every figure the demo prints to this "
+                                          "measurement file (JSON with the machine, load and versions)."),
 ) -> None:
     """Train ATLD on the embedded digits, evaluate it, export it to ONNX, and classify a folder of images."""
     from ..config import make_config
@@ -63,24 +67,28 @@ def demo(
     preds = workdir / "predictions.jsonl"
 
     t0 = time.perf_counter()
-    cfg = make_config("digits", epochs=epochs, lr_milestones=(epochs * 2 // 3, epochs * 5 // 6))
+    cfg = make_config("digits", epochs=epochs, seed=seed)
     resume = (run_dir / "checkpoint.pt").exists() and not fresh
     typer.echo(f"[1/4] train: ATLD {cfg.arch} on digits, {epochs} epochs, eps {cfg.eps} -> {run_dir}"
                f"{' (resuming)' if resume else ''}")
-    result = Trainer(cfg, run_dir, resume=resume, overwrite=fresh and run_dir.exists()).fit()
+    result = Trainer(cfg, run_dir, resume=resume, overwrite=fresh and run_dir.exists(),
+                     echo=lambda line: typer.echo(line, err=True)).fit()
     typer.echo(f"      clean {result.clean_acc:.2%}, PGD-20 {result.pgd_acc:.2%} at eps {cfg.eps} ({time.perf_counter() - t0:.0f} s)")
 
-    t0 = time.perf_counter()
     typer.echo(f"[2/4] eval: published, adaptive and worst-case protocols on {n} test examples")
-    report = evaluate_run(run_dir, n=n)
+    train_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    report = evaluate_run(run_dir, n=n, seed=seed)
     write_json_atomic(workdir / "eval.json", report.records)
     typer.echo(format_table(report))
-    typer.echo(f"      -> {workdir / 'eval.json'} ({time.perf_counter() - t0:.0f} s)")
+    eval_s = time.perf_counter() - t0
+    typer.echo(f"      -> {workdir / 'eval.json'} ({eval_s:.0f} s)")
 
     t0 = time.perf_counter()
     typer.echo(f"[3/4] export: classifier, discriminator and the IMT+ pipeline as ONNX, checked and parity-verified -> {art}")
     manifest = export_run(run_dir, art, echo=typer.echo)
-    typer.echo(f"      verified: {manifest.verified} ({time.perf_counter() - t0:.0f} s)")
+    export_s = time.perf_counter() - t0
+    typer.echo(f"      verified: {manifest.verified} ({export_s:.0f} s)")
 
     t0 = time.perf_counter()
     count = write_sample_images(samples)
@@ -89,4 +97,17 @@ def demo(
     lines = [json.loads(l) for l in preds.read_text().splitlines()]
     correct = sum(1 for r in lines if "label" in r and r["path"].split("/")[0] == r["class"])
     typer.echo(f"      {summary}; {correct}/{len(lines)} match their folder's digit -> {preds} ({time.perf_counter() - t0:.0f} s)")
+    infer_s = time.perf_counter() - t0
     typer.echo(f"demo finished in {time.perf_counter() - t_all:.0f} s")
+    if record is not None:
+        from ..measure import write_measurement
+
+        figures = {
+            "train_clean_acc": result.clean_acc, "train_pgd20_acc": result.pgd_acc, "verified": manifest.verified,
+            "infer_correct": correct, "infer_files": len(lines),
+            "eval": {f"{r['model']}/{r['protocol']}/{r['attack']}": r["accuracy"] for r in report.records},
+            "seconds": {"train": round(train_s, 1), "eval": round(eval_s, 1), "export": round(export_s, 1),
+                        "infer": round(infer_s, 1), "all": round(time.perf_counter() - t_all, 1)},
+        }
+        command = f"atld-deploy demo --workdir {workdir} --epochs {epochs} --n {n} --seed {seed} --fresh --record {record}"
+        typer.echo(f"wrote {write_measurement(record, command, figures, settings={'epochs': epochs, 'n': n, 'seed': seed})}")

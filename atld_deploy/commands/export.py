@@ -107,3 +107,18 @@ def sign(
 
     sig = sign_artifact(art, key, password)
     typer.echo(f"signed {art} -> {sig}; loading commands check it with --public-key KEY.pub or $ATLD_DEPLOY_TRUST_KEY")
+
+
+@app.command()
+def schema(
+    name: str = typer.Argument(..., help="manifest (an artifact's manifest.json) | run-config (a run's config.json)."),
+) -> None:
+    """Print the published JSON Schema that manifests or run configs are validated against (docs/schemas/)."""
+    import json
+
+    from ..errors import ConfigError
+    from ..schema import SCHEMAS
+
+    if name not in SCHEMAS:
+        raise ConfigError(f"unknown schema {name!r}; choose one of {', '.join(SCHEMAS)}")
+    typer.echo(json.dumps(SCHEMAS[name], indent=2))
