@@ -1,6 +1,7 @@
 """Graph-level rewrites that keep the function and make the exported IMT pipeline fast on every runtime.
 
-Both rewrites produce only ops in TensorRT's parser list (Conv, DepthToSpace, Greater, Cast, Mul).
+Every rewrite produces only ops in TensorRT's parser list (Conv, DepthToSpace, Greater, Cast, Mul, Add,
+Squeeze) and keeps every output's shape.
 
 The input-gradient pass is a chain of transposed convolutions, which ONNX Runtime's CPU provider runs
 about 2x slower than plain convolutions of the same size. A transposed convolution whose output is exactly
@@ -18,7 +19,11 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-REWRITES = ("ConvTranspose->Conv(+DepthToSpace)", "ReLU-backward Where->Mul(mask)", "channel-scale Mul folded into Conv weights")
+REWRITES = (
+    "ConvTranspose->Conv(+DepthToSpace)", "ReLU-backward Where->Mul(mask)", "channel-scale Mul folded into Conv weights",
+    "constant Transpose folded into its initializer", "constant-mask Where->Mul", "scalar Gather->sliced Gemm/Slice+Squeeze",
+    "shared channel scale moved after the residual Add",
+)
 
 
 @dataclass(frozen=True)
@@ -176,11 +181,16 @@ def rewrite_relu_masks(model: "onnx.ModelProto") -> int:  # noqa: F821
             helper.make_node("Mul", [g, f"{base}__mask"], [node.output[0]], name=f"{base}__mul"),
         ]
         count += 1
-    del graph.node[:]
-    graph.node.extend(new_nodes)
-    remove_dead_nodes(model)
+    replace_nodes(model, new_nodes)
     log.debug("rewrote %d ReLU-backward Where nodes as Mul by a mask", count)
     return count
+
+
+def replace_nodes(model: "onnx.ModelProto", nodes: list) -> None:  # noqa: F821
+    """Make `nodes` (in topological order) the graph's nodes, then drop what nobody reads any more."""
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    remove_dead_nodes(model)
 
 
 def remove_dead_nodes(model: "onnx.ModelProto") -> None:  # noqa: F821
@@ -252,9 +262,64 @@ def fold_channel_scales(model: "onnx.ModelProto") -> int:  # noqa: F821
     return len(removed)
 
 
+def distribute_channel_scales(model: "onnx.ModelProto") -> int:  # noqa: F821
+    """Rewrite `Add(Mul(a, s), Mul(b, s))` as `Mul(Add(a, b), s)` (s one [1, C, 1, 1] initializer on both).
+
+    In the backward half of a residual stage, eval batch norm's scale multiplies both branches of the
+    gradient before they are summed; once it follows the sum, `fold_channel_scales` can fold it (and the
+    branch Muls left with only convolution readers) into the next convolutions' weights. Returns the
+    number of Add nodes rewritten.
+    """
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+
+    def scaled(name: str) -> tuple[str, str] | None:
+        node = producer.get(name)
+        if node is None or node.op_type != "Mul" or len(node.input) != 2:
+            return None
+        scale = next((i for i in node.input if i in inits), None)
+        other = node.input[0] if node.input[1] == scale else node.input[1]
+        if scale is None or other in inits or tuple(inits[scale].dims[:1]) + tuple(inits[scale].dims[2:]) != (1, 1, 1):
+            return None
+        return other, scale
+
+    new_nodes = []
+    count = 0
+    for node in graph.node:
+        terms = [scaled(i) for i in node.input] if node.op_type == "Add" and len(node.input) == 2 else [None]
+        if None in terms or len(inits[terms[0][1]].dims) != 4 or not np.array_equal(
+                numpy_helper.to_array(inits[terms[0][1]]), numpy_helper.to_array(inits[terms[1][1]])):
+            new_nodes.append(node)
+            continue
+        base = node.name or node.output[0]
+        new_nodes += [
+            helper.make_node("Add", [terms[0][0], terms[1][0]], [f"{base}__unscaled"], name=f"{base}__sum"),
+            helper.make_node("Mul", [f"{base}__unscaled", terms[0][1]], [node.output[0]], name=f"{base}__scale"),
+        ]
+        count += 1
+    replace_nodes(model, new_nodes)
+    log.debug("moved %d shared channel scales after their residual Add", count)
+    return count
+
+
 def optimize_graph(model: "onnx.ModelProto") -> list[str]:  # noqa: F821
-    """Apply every rewrite above; return their names with counts (recorded in the manifest)."""
+    """Apply every rewrite (speed, then portability); return their names with counts (recorded in the manifest).
+
+    The portability rewrites come from other engines: OpenVINO drops the Transpose of `MatMul(z, Transpose(W))`
+    when the same constant W also feeds `MatMul(x, W)`, and OpenCV 4 refuses a BOOL initializer and keeps the
+    gathered axis of a scalar Gather.
+    """
+    from .portable import fold_constant_transposes, gather_scalar_as_slice, where_constant_mask_as_mul
+
     n_ct = rewrite_conv_transpose(model)
     n_mask = rewrite_relu_masks(model)
+    n_dist = distribute_channel_scales(model)
     n_fold = fold_channel_scales(model)
-    return [f"{REWRITES[0]} x{n_ct}", f"{REWRITES[1]} x{n_mask}", f"{REWRITES[2]} x{n_fold}"]
+    n_tr = fold_constant_transposes(model)
+    n_where = where_constant_mask_as_mul(model)
+    n_gather = gather_scalar_as_slice(model)
+    counts = (n_ct, n_mask, n_fold, n_tr, n_where, n_gather, n_dist)
+    return [f"{name} x{n}" for name, n in zip(REWRITES, counts)]
