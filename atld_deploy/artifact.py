@@ -36,8 +36,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "ARTIFACT_FORMAT", "BATCH", "FORMAT_VERSION", "GRAPH_KEYS", "MANIFEST", "PARITY", "REEXPORT_HINT", "RUN_COPY",
-    "RUN_DIR", "SIGNATURE", "TIMING_CACHE", "EngineEntry", "GraphEntry", "Manifest", "TensorSpec", "artifact_entries",
+    "ARTIFACT_FORMAT", "BATCH", "CARD_FILE", "FORMAT_VERSION", "MANIFEST", "PARITY", "REEXPORT_HINT",
+    "RUN_COPY", "RUN_DIR", "SIGNATURE", "TIMING_CACHE", "EngineEntry", "GraphEntry", "Manifest", "TensorSpec", "artifact_entries",
     "confined", "external_data_files", "input_spec", "is_artifact_manifest",
 ]
 
@@ -48,10 +48,10 @@ RUN_DIR = "run"
 # what export copies from the run into ART/run/ (the names of atld_deploy.run, kept here torch-free)
 RUN_COPY = ("config.json", "classes.json", "classifier.safetensors", "discriminator.safetensors")
 PARITY = "parity.json"
+CARD_FILE = "CARD.md"  # the robustness card a person reads (its figures are listed in `files` too)
 SIGNATURE = "model.sig"
 TIMING_CACHE = "timing.cache"
 BATCH = "batch"  # the name of the dynamic batch dimension in every graph
-GRAPH_KEYS = ("classifier", "discriminator", "pipeline", "pipeline_uint8")
 REEXPORT_HINT = "re-export with `atld-deploy export RUN --out ART`"
 
 
@@ -134,10 +134,18 @@ class Manifest:
     run: dict[str, Any] = field(default_factory=dict)
     run_files: dict[str, str] = field(default_factory=dict)  # ART/run/<name> -> SHA-256 (the torch backend's weights)
     files: dict[str, str] = field(default_factory=dict)  # other vouched-for files (e.g. the card) -> SHA-256
+    # written by `atld-deploy card` (all optional: an artifact without them serves uncalibrated, without a threshold)
+    calibration: dict[str, Any] = field(default_factory=dict)  # temperature per IMT mode, ECE before/after
+    detector: dict[str, Any] = field(default_factory=dict)  # p_natural threshold at a measured false-positive rate
+    card: dict[str, Any] = field(default_factory=dict)  # the robustness card: per-mode accuracies, n, eps, seed
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
-        return {"format": ARTIFACT_FORMAT, **asdict(self)}
+        d = {"format": ARTIFACT_FORMAT, **asdict(self)}
+        for key in ("calibration", "detector", "card"):  # absent rather than empty: the schema requires their fields
+            if not d[key]:
+                del d[key]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: Path | str = MANIFEST) -> "Manifest":
@@ -167,6 +175,9 @@ class Manifest:
             run=dict(d.get("run", {})),
             run_files={str(k): str(v) for k, v in d["run_files"].items()},
             files={str(k): str(v) for k, v in d.get("files", {}).items()},
+            calibration=dict(d.get("calibration", {})),
+            detector=dict(d.get("detector", {})),
+            card=dict(d.get("card", {})),
         )
         m._check_consistent(where)
         return m
@@ -189,6 +200,9 @@ class Manifest:
         names = [n for n, _ in self.listed_files()]
         if len(names) != len(set(names)):
             raise ArtifactError(f"{where}: a file is listed twice; {REEXPORT_HINT}")
+        if self.card and CARD_FILE not in self.files:
+            raise ArtifactError(f"{where} carries a robustness card but does not list {CARD_FILE} with its SHA-256, so "
+                                f"the card cannot be checked; rewrite it with `atld-deploy card ART`")
 
     @classmethod
     def load(cls, art_dir: str | Path, check_hashes: bool = True) -> "Manifest":
@@ -289,6 +303,15 @@ class Manifest:
     def run_dir(self, art_dir: str | Path) -> Path:
         """The copy of the run inside the artifact (`load_run` works on it)."""
         return Path(art_dir) / RUN_DIR
+
+    def temperature(self, mode: str) -> float:
+        """The calibration temperature of IMT mode `mode` (static | imt | imt-plus); 1.0 when not calibrated."""
+        return float(self.calibration.get("temperature", {}).get(mode, 1.0))
+
+    def suspect_threshold(self) -> float | None:
+        """The p_natural below which an input is flagged `suspect`, or None when the artifact has no detector."""
+        t = self.detector.get("threshold")
+        return None if t is None else float(t)
 
     def with_verified(self, verified: bool) -> "Manifest":
         return replace(self, verified=verified)

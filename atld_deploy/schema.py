@@ -58,6 +58,23 @@ _ENGINE = {
                    "min_batch": _BATCH, "opt_batch": _BATCH, "max_batch": _BATCH},
 }
 
+_PROB = {"type": "number", "minimum": 0, "maximum": 1}
+_MODE_NAMES = {"enum": ["static", "imt", "imt-plus"]}
+_COUNT = {"type": "integer", "minimum": 0, "maximum": 100_000_000}
+# written by `atld-deploy card`; the runtime reads the temperatures, the threshold and the worst cases
+_CALIBRATION = {"type": "object", "required": ["temperature"],
+                "properties": {"temperature": {"type": "object", "propertyNames": _MODE_NAMES,
+                                               "additionalProperties": {"type": "number", "minimum": 0.01,
+                                                                        "maximum": 100}}}}
+_DETECTOR = {"type": "object", "required": ["threshold", "fpr"],
+             "properties": {"threshold": _PROB, "fpr": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+                            "n_fit": _COUNT}}
+_CARD = {"type": "object", "required": ["n", "modes"],
+         "properties": {"n": {**_COUNT, "minimum": 1}, "eps": _PROB, "seed": {"type": "integer"},
+                        "modes": {"type": "object", "minProperties": 1, "propertyNames": _MODE_NAMES,
+                                  "additionalProperties": {"type": "object", "required": ["worst_case"],
+                                                           "properties": {"worst_case": _PROB, "clean": _PROB}}}}}
+
 MANIFEST_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": "atld-deploy/manifest-3.schema.json",
@@ -88,6 +105,9 @@ MANIFEST_SCHEMA: dict[str, Any] = {
         "run": {"type": "object"},
         "run_files": {"type": "object", "propertyNames": _NAME, "additionalProperties": _SHA},
         "files": {"type": "object", "maxProperties": 16, "propertyNames": _NAME, "additionalProperties": _SHA},
+        "calibration": _CALIBRATION,
+        "detector": _DETECTOR,
+        "card": _CARD,
     },
 }
 

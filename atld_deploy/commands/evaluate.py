@@ -45,6 +45,7 @@ def eval_(
     models = ",".join(EVAL_MODEL_NAMES[m] for m in options.imt_modes(models))
 
     from ..evaluate import evaluate_run, format_markdown, format_table
+    from ..evaluate.report import verdict_line
     from ..io import write_bytes_atomic, write_json_atomic
 
     if threads > 0:
@@ -66,6 +67,7 @@ def eval_(
     report = evaluate_run(run, attacks=attacks, models=models, on_progress=overall, protocols=protocol, n=n, eps=eps,
                           batch_size=batch_size, seed=seed, square_queries=square_queries, on_outcome=progress)
     typer.echo(format_table(report))
+    typer.echo(verdict_line(report))
     typer.echo(f"evaluated {report.meta['n']} examples in {report.meta['seconds']:.0f} s")
     if json_out is not None:
         write_json_atomic(json_out, report.records)

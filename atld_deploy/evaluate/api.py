@@ -57,12 +57,14 @@ def evaluate_models(
     square_queries: int | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
     on_progress: Callable[[int, int, str], None] | None = None,
+    on_adversarial: Callable[[tuple[str, ...], torch.Tensor], None] | None = None,
 ) -> EvalReport:
     """Evaluate `classifier` (and its IMT pipelines, if `discriminator` is given) on `(x, y)`.
 
     Args:
         imt_config: maps an IMT mode ("plain" | "plus") to its `IMTConfig`; required with a discriminator.
         square_queries: Square's query budget (default `suite.SQUARE_QUERIES`).
+        on_adversarial: called with (("published", attack) | ("adaptive", model, attack), x_adv) per batch.
         models: static | imt | imt+ ; without a discriminator only `static` runs (the others are dropped
             with a note in `report.meta["notes"]`).
     Raises:
@@ -87,7 +89,7 @@ def evaluate_models(
         protocol_names = PROTOCOLS  # worst-case is defined over the other two
         notes.append("worst-case needs the published and adaptive runs: they were evaluated too")
     views = [build_views(m, classifier, discriminator, imt_config) for m in model_names]
-    spec = RunSpec(attack_names, protocol_names, eps, num_classes, batch_size, seed, square_queries)
+    spec = RunSpec(attack_names, protocol_names, eps, num_classes, batch_size, seed, square_queries, on_adversarial)
     t0 = time.perf_counter()
     with torch.no_grad():
         clean_out = torch.cat([classifier(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])

@@ -56,6 +56,8 @@ class RunSpec:
     batch_size: int = 500
     seed: int = 0
     square_queries: int | None = None
+    # sees every batch of adversarial examples, keyed like the attack's seed (the card's detector figures)
+    on_adversarial: Callable[[tuple[str, ...], torch.Tensor], None] | None = None
 
 
 @torch.no_grad()
@@ -88,6 +90,8 @@ def run_attack(
         xb, yb = x[i:i + spec.batch_size], y[i:i + spec.batch_size]
         ctx = AttackContext(spec.eps, spec.num_classes, seed + i, gen, log_p_natural, spec.square_queries)
         x_adv = fn(view, xb, yb, ctx).detach()
+        if spec.on_adversarial is not None:
+            spec.on_adversarial(seed_key, x_adv)
         max_pert = max(max_pert, float((x_adv - xb).abs().max()))
         for name, scorer in scorers.items():
             correct[name].append(predict(scorer, x_adv, spec.batch_size) == yb)

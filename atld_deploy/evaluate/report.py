@@ -111,3 +111,16 @@ def format_markdown(report: EvalReport) -> str:
         lines.append(f"| {label} | " + " | ".join(vals) + " |")
     footer = _footer(report)
     return "\n".join(lines) + ("\n\n" + "\n".join(f"- {line}" for line in footer) if footer else "") + "\n"
+
+
+CARD_MODES = {"static": "static", "imt": "imt", "imt+": "imt-plus"}  # the evaluation's model names -> IMT modes
+
+
+def verdict_line(report: EvalReport) -> str:
+    """The deployment gate's verdict on this evaluation, in one line (what `auto` would serve from a card
+    with these figures; see atld_deploy.gate)."""
+    from ..gate import verdict
+
+    figures = {CARD_MODES[m]: acc for m in report.meta.get("models", [])
+               if m in CARD_MODES and (acc := report.accuracy(m, ALL, "worst-case")) is not None}
+    return verdict(figures, int(report.meta.get("n", 0)))

@@ -33,7 +33,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from ..imageio import DEFAULT_MAX_PIXELS, check_max_pixels, decode_image, file_kind
-from .classifier import Classifier, to_host, softmax_max
+from .classifier import Classifier, to_host
 from .outputs import Row, Writer, open_writer, output_format, read_done
 from .shard import Shard
 
@@ -219,7 +219,7 @@ def infer_folder(
     output: str | Path = "predictions.jsonl",
     backend: str = "auto",
     batch_size: int = 64,
-    imt: bool = True,
+    imt: bool | str = "auto",
     workers: int | None = None,
     resume: bool = False,
     overwrite: bool = False,
@@ -267,7 +267,7 @@ def infer_folder(
         classifier = Classifier.load(art_dir, backend=backend, device=device, imt=imt, batch_size=batch_size)
     workers = workers if workers is not None else default_workers(classifier.device)
     output.parent.mkdir(parents=True, exist_ok=True)
-    writer = open_writer(output, fresh=not resume)
+    writer = open_writer(output, fresh=not resume, suspect=classifier.threshold is not None)
     exclude = output.resolve()
     skipped = 0
 
@@ -363,19 +363,23 @@ class _Stream:
     def _infer_and_write(self, n: int) -> None:
         """Infer the next `n` decoded images, then write every line up to the next image not yet inferred."""
         results: list[tuple[int, str, float, float | None]] = []
+        flags: list[bool | None] = [None] * n
         if n:
             pool = np.concatenate(self.images) if len(self.images) > 1 else self.images[0]
             batch, rest = pool[:n], pool[n:]
             self.images, self.n_images = ([rest] if len(rest) else []), len(rest)
             x = batch.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
             out = self.clf.run_float_batch(x)
-            labels, conf = (to_host(a) for a in softmax_max(out["logits"]))
+            labels, conf, suspect = self.clf.scores(out)
+            labels, conf = to_host(labels), to_host(conf)
             # float64 before rounding: a rounded float32 prints as 0.30695098638534546
             p = to_host(out["p_natural"]).astype(np.float64).round(6).tolist() if "p_natural" in out else [None] * n
+            if suspect is not None:
+                flags = [bool(v) for v in to_host(suspect).tolist()]
             results = list(zip(labels.tolist(), [self.classes[i] for i in labels.tolist()],
                                conf.astype(np.float64).round(6).tolist(), p))
         rows: list[Row] = []
-        it = iter(results)
+        it = iter(zip(results, flags))
         n_left = len(results)
         while self.lines:
             rel, err = self.lines[0]
@@ -383,9 +387,10 @@ class _Stream:
                 if n_left == 0:
                     break  # its image is in the next batch
                 n_left -= 1
-                rows.append((rel, *next(it), None))
+                result, flag = next(it)
+                rows.append((rel, *result, None, flag))
             else:
-                rows.append((rel, None, None, None, None, err))
+                rows.append((rel, None, None, None, None, err, None))
             self.lines.popleft()
         n_err = sum(r[5] is not None for r in rows)
         self.counts["unreadable"] += n_err

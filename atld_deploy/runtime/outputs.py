@@ -1,7 +1,11 @@
 r"""Prediction files written by `infer`: JSON Lines or CSV (by extension), one line per input file.
 
     {"path": "a/b.png", "label": 3, "class": "3", "confidence": 0.98, "p_natural": 0.91}
+    {"path": "c.png", "label": 1, "class": "1", "confidence": 0.52, "p_natural": 0.08, "suspect": true}
     {"path": "broken.jpg", "error": "cannot decode image (...)"}
+
+`suspect` (p_natural below the artifact's measured detector threshold) is written only by an artifact that has
+one (`atld-deploy card`); CSV then has a `suspect` column (true/false) after `error`.
 
 Lines are appended and flushed batch by batch, so a killed run leaves complete lines plus at most one partial
 last line; `read_done` (used by `--resume`) drops that partial line and returns the paths already written.
@@ -40,6 +44,7 @@ from ..errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 CSV_FIELDS = ("path", "label", "class", "confidence", "p_natural", "error")
+CSV_FIELDS_SUSPECT = CSV_FIELDS + ("suspect",)  # an artifact with a detector threshold
 FORMATS = {".jsonl": "jsonl", ".csv": "csv"}
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # OWASP: cells a spreadsheet would evaluate
 _NEEDS_ESCAPE = re.compile(r"[\\\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")  # see the docstring
@@ -99,8 +104,14 @@ def output_format(path: Path) -> str:
     return fmt
 
 
-# (path, label, class, confidence, p_natural, error): a prediction has error None, an error line only path+error
-Row = tuple[str, Optional[int], Optional[str], Optional[float], Optional[float], Optional[str]]
+# (path, label, class, confidence, p_natural, error[, suspect]): a prediction has error None, an error line only
+# path+error; suspect is None when the artifact has no threshold (a 6-tuple reads as suspect None)
+Row = tuple[Any, ...]
+
+
+def row_suspect(row: Row) -> Optional[bool]:
+    """The row's suspect flag (None when absent)."""
+    return row[6] if len(row) > 6 else None
 
 
 class Writer(Protocol):
@@ -118,28 +129,36 @@ def _json_line(row: Row, quote: Callable[[str], str] = _quote_json) -> str:
 
     `encode_basestring_ascii` is the C routine `json.dumps` itself uses for strings, minus its per-call setup.
     """
-    path, label, cls, conf, p, err = row
+    path, label, cls, conf, p, err = row[:6]
     if err is not None:
         return f'{{"path": {quote(path)}, "error": {quote(err)}}}\n'
     p_text = "null" if p is None else repr(p)
+    flag = row_suspect(row)
+    tail = "" if flag is None else f', "suspect": {"true" if flag else "false"}'
     return (f'{{"path": {quote(path)}, "label": {label}, "class": {quote(cls)}, '
-            f'"confidence": {conf!r}, "p_natural": {p_text}}}\n')
+            f'"confidence": {conf!r}, "p_natural": {p_text}{tail}}}\n')
 
 
 class _LineWriter:
     """Appends rows as complete lines; each `write_rows` is one flushed write of whole lines."""
 
-    def __init__(self, path: Path, fmt: str, fresh: bool) -> None:
+    def __init__(self, path: Path, fmt: str, fresh: bool, suspect: bool = False) -> None:
         self.fmt = fmt
+        self.fields = CSV_FIELDS_SUSPECT if suspect else CSV_FIELDS
+        if fmt == "csv" and not fresh and path.exists() and path.stat().st_size > 0:
+            _check_resumable_header(path, self.fields)
         self._f = open(path, "w" if fresh else "a", encoding="utf-8", newline="")  # every field is escaped
         if fmt == "csv" and (fresh or path.stat().st_size == 0):
-            self._f.write(self._format([CSV_FIELDS]))
+            self._f.write(self._format([self.fields], header=True))
             self._f.flush()
 
-    def _format(self, rows: Sequence[Sequence[object]]) -> str:
+    def _format(self, rows: Sequence[Sequence[object]], header: bool = False) -> str:
         if self.fmt == "jsonl":
             return "".join(map(_json_line, rows))  # type: ignore[arg-type]
         buf = io.StringIO()
+        width = len(self.fields)
+        if not header:  # a 6-tuple row has no flag; the suspect column holds true/false
+            rows = [tuple(r[:6]) + (() if width == 6 else (_flag_cell(row_suspect(r)),)) for r in rows]
         # None is written as an empty (quoted) field
         csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL).writerows([map(_csv_cell, r) for r in rows])
         return buf.getvalue()
@@ -152,9 +171,23 @@ class _LineWriter:
         self._f.close()
 
 
-def open_writer(path: Path, fresh: bool) -> Writer:
-    """A writer appending to `path` (`fresh`: truncate first)."""
-    return _LineWriter(path, output_format(path), fresh)
+def _flag_cell(flag: Optional[bool]) -> Optional[str]:
+    return None if flag is None else ("true" if flag else "false")
+
+
+def _check_resumable_header(path: Path, fields: Sequence[str]) -> None:
+    """Refuse to append rows of one column set to a CSV file written with the other."""
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
+        header = next(csv.reader(f), None)
+    if header is not None and tuple(header) != tuple(fields):
+        raise ConfigError(f"{path} has the columns {','.join(header)} but this artifact writes {','.join(fields)} "
+                          f"(`suspect` comes with a detector threshold): --resume would mix the two layouts; "
+                          f"use --overwrite or another --output")
+
+
+def open_writer(path: Path, fresh: bool, suspect: bool = False) -> Writer:
+    """A writer appending to `path` (`fresh`: truncate first); `suspect`: CSV gets the suspect column."""
+    return _LineWriter(path, output_format(path), fresh, suspect)
 
 
 @dataclass
@@ -209,22 +242,27 @@ def iter_rows(path: Path) -> Iterator[Row]:
             return
         reader = csv.reader(f)
         header = next(reader, None)
-        if header is not None and tuple(header) != CSV_FIELDS:
-            raise DataError(f"{path} has columns {header}, expected {list(CSV_FIELDS)}; {NOT_OURS}: "
+        if header is not None and tuple(header) not in (CSV_FIELDS, CSV_FIELDS_SUSPECT):
+            raise DataError(f"{path} has columns {header}, expected {list(CSV_FIELDS)} (+ suspect); {NOT_OURS}: "
                             f"choose another --output")
+        fields = tuple(header) if header is not None else CSV_FIELDS
         for cells in reader:
             if cells:
-                yield _csv_row(path, reader.line_num, cells)
+                yield _csv_row(path, reader.line_num, cells, fields)
 
 
 def _bad_row(path: Path, n: int, what: str) -> DataError:
     return DataError(f"{path} line {n}: {what}; {NOT_OURS} (or it was edited): fix or remove that line")
 
 
-def _csv_row(path: Path, n: int, cells: list[str]) -> Row:
-    if len(cells) != len(CSV_FIELDS):
-        raise _bad_row(path, n, f"{len(cells)} fields, expected {len(CSV_FIELDS)} ({', '.join(CSV_FIELDS)})")
-    rec: dict[str, Any] = {k: (_csv_text(v) if v != "" else None) for k, v in zip(CSV_FIELDS, cells)}
+def _csv_row(path: Path, n: int, cells: list[str], fields: Sequence[str] = CSV_FIELDS) -> Row:
+    if len(cells) != len(fields):
+        raise _bad_row(path, n, f"{len(cells)} fields, expected {len(fields)} ({', '.join(fields)})")
+    rec: dict[str, Any] = {k: (_csv_text(v) if v != "" else None) for k, v in zip(fields, cells)}
+    if rec.get("suspect") is not None:
+        if rec["suspect"] not in ("true", "false"):
+            raise _bad_row(path, n, f"suspect {rec['suspect']!r} is not true or false")
+        rec["suspect"] = rec["suspect"] == "true"
     for key, kind, what in (("label", int, "an integer"), ("confidence", float, "a number"),
                             ("p_natural", float, "a number")):
         if rec[key] is not None:
@@ -254,7 +292,7 @@ def _checked_row(path: Path, n: int, rec: dict[str, Any]) -> Row:
     if err is not None:
         if not isinstance(err, str):
             raise _bad_row(path, n, f"error {err!r} is not text")
-        return (p, None, None, None, None, err)
+        return (p, None, None, None, None, err, None)
     label, cls, conf, p_nat = (rec.get(k) for k in ("label", "class", "confidence", "p_natural"))
     if not isinstance(label, int) or isinstance(label, bool) or label < 0:
         raise _bad_row(path, n, f"label {label!r} is not a class index")
@@ -264,7 +302,10 @@ def _checked_row(path: Path, n: int, rec: dict[str, Any]) -> Row:
         if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1) and not (
                 key == "p_natural" and value is None):
             raise _bad_row(path, n, f"{key} {value!r} is not a probability")
-    return (p, label, cls, float(conf), None if p_nat is None else float(p_nat), None)
+    flag = rec.get("suspect")
+    if flag is not None and not isinstance(flag, bool):
+        raise _bad_row(path, n, f"suspect {flag!r} is not true or false")
+    return (p, label, cls, float(conf), None if p_nat is None else float(p_nat), None, flag)
 
 
 def ends_with_partial_line(path: Path) -> bool:

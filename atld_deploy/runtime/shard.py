@@ -115,7 +115,7 @@ def merge_predictions(inputs: list[Path], output: Path, images_dir: Path | None 
     os.close(fd)
     tmp = Path(tmp_name)
     try:  # atomic: the merged file appears complete or not at all
-        writer = open_writer(tmp, fresh=True)
+        writer = open_writer(tmp, fresh=True, suspect=any(len(r) > 6 and r[6] is not None for r in ordered))
         writer.write_rows(ordered)
         writer.close()
         os.replace(tmp, output)

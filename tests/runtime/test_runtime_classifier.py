@@ -94,7 +94,10 @@ def test_no_imt_runs_the_classifier_graph(tiny_artifacts: Path, digits_batch: np
 
     clf = Classifier.load(tiny_artifacts, backend="onnxruntime", device="cpu", imt=False)
     p = clf.predict(digits_batch)
-    assert clf.graph == "classifier" and p.p_natural is None
+    # static mode still reports p_natural (the discriminator graph on the classifier's logits): the pipeline's
+    with Classifier.load(tiny_artifacts, backend="onnxruntime", device="cpu", imt="imt-plus") as pipe:
+        np.testing.assert_allclose(p.p_natural, pipe.predict(digits_batch).p_natural, atol=1e-5)
+    assert clf.graph == "classifier" and clf.mode == "static"
     x = torch.from_numpy(digits_batch.transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
     with torch.no_grad():
         expected = load_run(tiny_artifacts / "run").classifier(x).numpy()
