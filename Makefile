@@ -3,35 +3,49 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 LOCK   := requirements/lock.txt
+# `serve` runs on PyTriton, which pins numpy<2: its own lock and venv (pyproject's `serve` extra says why)
+SERVE_VENV  ?= .venv-serve
+SERVE_PY    := $(SERVE_VENV)/bin/python
+SERVE_STAMP := $(SERVE_VENV)/.installed
+SERVE_LOCK  := requirements/serve.txt
 
-.PHONY: demo test bench reproduce clean lock
+.PHONY: demo test test-serve test-all serve-venv bench bench-serve reproduce clean lock
 
 # Every package at the exact version in the lock, then the project itself. pip installs (not uv) because pip
 # is what finds the torch/torchvision wheels a machine keeps on its own disk. --no-deps: the lock already holds
 # every package, and pip's resolver would refuse the metadata fixes in requirements/overrides.txt; `pip check`
 # then proves nothing else is missing or mismatched.
-$(STAMP): $(LOCK) pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and "$(LOCK) is resolved for Python 3.11, $(VENV) has " + sys.version.split()[0] + ": rm -r $(VENV) and run make PYTHON=python3.11")'
-	$(PY) -m pip install --quiet "$$(grep '^pip==' $(LOCK))"
-	$(PY) -m pip install --quiet --no-deps -r $(LOCK)
-	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
-	! $(PY) -m pip check | grep -v -e '^No broken requirements' -e '^torchattacks [^ ]* has requirement requests' \
-	    || { echo "$(LOCK) does not satisfy pyproject.toml and its packages: run make lock"; exit 1; }
-	touch $(STAMP)
+# $(1) venv, $(2) its lock.
+define install_locked
+	$(PYTHON) -m venv $(1)
+	$(1)/bin/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and "$(2) is resolved for Python 3.11, $(1) has " + sys.version.split()[0] + ": rm -r $(1) and run make PYTHON=python3.11")'
+	$(1)/bin/python -m pip install --quiet "$$(grep '^pip==' $(2))"
+	$(1)/bin/python -m pip install --quiet --no-deps -r $(2)
+	$(1)/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	! $(1)/bin/python -m pip check | grep -v -e '^No broken requirements' -e '^torchattacks [^ ]* has requirement requests' \
+	    || { echo "$(2) does not satisfy pyproject.toml and its packages: run make lock"; exit 1; }
+	touch $(1)/.installed
+endef
 
-# The one command that regenerates $(LOCK): pyproject's `cpu`, `dev` and `sign` extras and its `tools` group,
-# torch held at constraints.txt, requirements/overrides.txt mending wrong metadata, resolved for CPython 3.11
-# on x86-64 Linux. Versions already in the lock are kept while they still fit. Serving through PyTriton
-# (nvidia-pytriton pins numpy<2) is not in this lock: it gets its own extra and lock.
+$(STAMP): $(LOCK) pyproject.toml
+	$(call install_locked,$(VENV),$(LOCK))
+
+serve-venv: $(SERVE_STAMP)
+$(SERVE_STAMP): $(SERVE_LOCK) pyproject.toml
+	$(call install_locked,$(SERVE_VENV),$(SERVE_LOCK))
+
+# The one command that regenerates $(LOCK): pyproject's `cpu`, `dev`, `sign` and `cpp` extras and its `tools`
+# group, torch held at constraints.txt, requirements/overrides.txt mending wrong metadata, resolved for CPython
+# 3.11 on x86-64 Linux. Versions already in a lock are kept while they still fit. $(SERVE_LOCK): the same plus
+# `serve` (so numpy 1.26) without `cpp`, for glibc 2.35+ (the PyTriton wheel's Triton server needs it).
 # Needs only the locked uv, so it also works while the lock lags behind pyproject.toml.
+UV_COMPILE = $(VENV)/bin/uv pip compile pyproject.toml --group tools -c constraints.txt \
+    --overrides requirements/overrides.txt --python-version 3.11 --custom-compile-command 'make lock' --quiet
 lock:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "$$(grep '^uv==' $(LOCK))"
-	$(VENV)/bin/uv pip compile pyproject.toml --extra cpu --extra dev --extra sign --group tools \
-	    -c constraints.txt --overrides requirements/overrides.txt \
-	    --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
-	    --custom-compile-command 'make lock' --quiet -o $(LOCK)
+	$(UV_COMPILE) --extra cpu --extra dev --extra sign --extra cpp --python-platform x86_64-manylinux_2_28 -o $(LOCK)
+	$(UV_COMPILE) --extra cpu --extra dev --extra sign --extra serve --python-platform x86_64-manylinux_2_35 -o $(SERVE_LOCK)
 
 demo: $(STAMP)
 	$(PY) -m atld_deploy demo --workdir demo
@@ -39,11 +53,31 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# tests/serve against a real Triton server, in the serve venv (the default venv has no PyTriton: they skip there)
+test-serve: $(SERVE_STAMP)
+	$(SERVE_PY) -m pytest -q tests/serve
+
+# everything but the benchmarks: the default suite, the slow tests, then the serve tests
+test-all: $(STAMP) $(SERVE_STAMP)
+	$(PY) -m pytest -q -m 'not bench'
+	$(SERVE_PY) -m pytest -q tests/serve
+
 bench: $(STAMP)
 	$(PY) benchmarks/bench_train.py --iters 3
 	$(PY) benchmarks/bench_export.py
 	test -f demo/artifacts/manifest.json || $(MAKE) demo
 	$(PY) benchmarks/bench_infer.py --artifacts demo/artifacts
 
+bench-serve: $(SERVE_STAMP)
+	test -f demo/artifacts/manifest.json || $(MAKE) demo
+	$(SERVE_PY) benchmarks/bench_serve.py demo/artifacts
+
 clean:
-	rm -rf $(VENV) demo
+	rm -rf $(VENV) $(SERVE_VENV) demo
+
+# On a CUDA machine: TensorRT engines, parity through the serving runners, throughput/latency at batch 1/8/64/256
+# and the GPU training ratio into docs/measurements/bench_gpu.json. Without CUDA, or with DRY=1, a dry run that
+# says so on its first line and names each item it skipped. RUN=PATH: the run to export (default demo/run).
+.PHONY: bench-gpu
+bench-gpu: $(STAMP)
+	$(PY) benchmarks/bench_gpu.py --run $(or $(RUN),demo/run) $(if $(filter-out 0,$(DRY)),--dry)

@@ -20,8 +20,12 @@ from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCK = ROOT / "requirements" / "lock.txt"
-LOCKED_EXTRAS = ("cpu", "dev", "sign")  # what `make lock` resolves, besides the base dependencies
+SERVE_LOCK = ROOT / "requirements" / "serve.txt"  # `serve` (PyTriton pins numpy<2) has its own lock
+LOCKED_EXTRAS = ("cpu", "dev", "sign", "cpp")  # what `make lock` resolves, besides the base dependencies
+SERVE_EXTRAS = ("cpu", "dev", "sign", "serve")
 LOCKED_GROUPS = ("tools",)
+# modules of distributions that live in another venv (the serve venv) and so are unknown to this one
+ELSEWHERE = {"pytriton": "nvidia-pytriton"}
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;#]+)$")
 
 
@@ -42,11 +46,11 @@ def read_pins(text: str) -> dict[str, Version]:
     return pins
 
 
-def locked_requirements(pyproject: dict) -> list[Requirement]:
+def locked_requirements(pyproject: dict, extras: tuple[str, ...] = LOCKED_EXTRAS) -> list[Requirement]:
     """The base dependencies, the locked extras and the locked dependency groups of a parsed pyproject."""
     project = pyproject["project"]
     lines = list(project["dependencies"])
-    for extra in LOCKED_EXTRAS:
+    for extra in extras:
         lines += project["optional-dependencies"][extra]
     for group in LOCKED_GROUPS:
         lines += pyproject["dependency-groups"][group]
@@ -74,6 +78,15 @@ def test_lock_is_exact_and_satisfies_pyproject() -> None:
     assert "nvidia-pytriton" not in pins  # serving has its own lock (numpy<2)
 
 
+def test_serve_lock_is_exact_and_satisfies_pyproject() -> None:
+    pins = read_pins(SERVE_LOCK.read_text())
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert unmet(locked_requirements(pyproject, SERVE_EXTRAS), pins) == [], "run `make lock`"
+    assert pins["numpy"] < Version("2") and "nvidia-pytriton" in pins
+    main = read_pins(LOCK.read_text())
+    assert pins["torch"] == main["torch"] and pins["onnxruntime"] == main["onnxruntime"]  # the same runtime
+
+
 def imported_modules(source: str) -> set[str]:
     """The top-level names of every absolute import in a module's source, wherever the import statement is."""
     names = set()
@@ -90,7 +103,8 @@ def undeclared(modules: set[str], declared: set[str]) -> list[str]:
     owners = packages_distributions()
     problems = []
     for module in sorted(modules - set(sys.stdlib_module_names) - {"__future__", "atld_deploy"}):
-        dists = {canonicalize_name(d) for d in owners.get(module, [module])}  # not installed: its own name
+        # not installed here: its known distribution, else its own name
+        dists = {canonicalize_name(d) for d in owners.get(module, [ELSEWHERE.get(module, module)])}
         if not dists & declared:
             problems.append(f"{module} (from {', '.join(sorted(dists))})")
     return problems
