@@ -39,8 +39,10 @@ def infer(
     backend: str = typer.Option("auto", help="auto | tensorrt | onnxruntime | torch"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     batch_size: int = typer.Option(64, help="Images per inference call."),
-    imt: str = typer.Option("auto", help="auto (the artifact's pipeline as exported) | static (the classifier graph: no "
-                            "IMT step, no p_natural) | imt | imt-plus (must be the mode the pipeline was exported with)."),
+    imt: str = typer.Option("auto", help="auto (the mode with the best adaptive worst case on the artifact's robustness "
+                            "card, ties to the cheaper; without a card the pipeline as exported) | static (the classifier "
+                            "graph, p_natural from the discriminator graph) | imt | imt-plus (must be the mode the "
+                            "pipeline was exported with)."),
     no_imt: bool = typer.Option(False, "--no-imt", hidden=True),
     workers: Optional[int] = typer.Option(None, help="Decoder threads (default: half the CPUs for a CPU backend, all on a GPU; at most 8)."),
     resume: bool = typer.Option(False, help="Append to --output, skipping files it already lists."),
@@ -65,18 +67,10 @@ def infer(
     # everything that needs no model first, so a wrong path or an existing output costs nothing
     check_request(images, output, resume, overwrite, batch_size, workers, max_pixels)
     part = Shard.parse(shard) if shard is not None else None
-    clf = Classifier.load(art, backend=backend, device=device, imt=mode != "static", batch_size=batch_size,
+    clf = Classifier.load(art, backend=backend, device=device, imt=mode, batch_size=batch_size,
                           allow_unverified=allow_unverified, public_key=public_key)
-    exported = options.IMT_ALIASES.get(clf.manifest.imt.get("mode", ""), "static")
-    if mode in ("imt", "imt-plus") and mode != exported:
-        clf.close()
-        from ..errors import ConfigError
-
-        raise ConfigError(f"--imt {mode}: the pipeline of {art} was exported with IMT mode {exported}; re-export with "
-                          f"`atld-deploy export RUN --output ART --imt {mode}`, or pass --imt {exported}")
-    why = "as asked" if mode != "auto" else "the pipeline as exported (the artifact carries no robustness card)"
-    typer.echo(f"infer: {clf.runner.describe()} running {clf.graph!r} of {art} "
-               f"(IMT mode {exported if clf.imt else 'static'}: {why})", err=True)
+    flags = "; writes suspect (p_natural < {:.4f})".format(clf.threshold) if clf.threshold is not None else ""
+    typer.echo(f"infer: {clf.runner.describe()} running {clf.graph!r} of {art} ({clf.describe_mode()}{flags})", err=True)
     total = count_files(images) if progress else None
     bar = tqdm(total=total, unit="img", desc="infer", disable=not progress, dynamic_ncols=True, smoothing=0.1)
     try:
