@@ -8,8 +8,11 @@ SERVE_VENV  ?= .venv-serve
 SERVE_PY    := $(SERVE_VENV)/bin/python
 SERVE_STAMP := $(SERVE_VENV)/.installed
 SERVE_LOCK  := requirements/serve.txt
+# `infer --executor ray`: the default venv plus the `ray` extra, pinned in its own lock (lock.txt's pins + Ray Data)
+RAY_LOCK  := requirements/lock-ray.txt
+RAY_STAMP := $(VENV)/.installed-ray
 
-.PHONY: demo test test-serve test-all serve-venv bench bench-serve reproduce clean lock
+.PHONY: demo test test-serve test-ray test-all serve-venv bench bench-serve reproduce clean lock
 
 # Every package at the exact version in the lock, then the project itself. pip installs (not uv) because pip
 # is what finds the torch/torchvision wheels a machine keeps on its own disk. --no-deps: the lock already holds
@@ -38,6 +41,7 @@ $(SERVE_STAMP): $(SERVE_LOCK) pyproject.toml
 # group, torch held at constraints.txt, requirements/overrides.txt mending wrong metadata, resolved for CPython
 # 3.11 on x86-64 Linux. Versions already in a lock are kept while they still fit. $(SERVE_LOCK): the same plus
 # `serve` (so numpy 1.26) without `cpp`, for glibc 2.35+ (the PyTriton wheel's Triton server needs it).
+# $(RAY_LOCK): every pin of $(LOCK) as a requirement plus the `ray` extra, so it adds Ray and changes nothing.
 # Needs only the locked uv, so it also works while the lock lags behind pyproject.toml.
 UV_COMPILE = $(VENV)/bin/uv pip compile pyproject.toml --group tools -c constraints.txt \
     --overrides requirements/overrides.txt --python-version 3.11 --custom-compile-command 'make lock' --quiet
@@ -46,6 +50,8 @@ lock:
 	$(PY) -m pip install --quiet "$$(grep '^uv==' $(LOCK))"
 	$(UV_COMPILE) --extra cpu --extra dev --extra sign --extra cpp --python-platform x86_64-manylinux_2_28 -o $(LOCK)
 	$(UV_COMPILE) --extra cpu --extra dev --extra sign --extra serve --python-platform x86_64-manylinux_2_35 -o $(SERVE_LOCK)
+	$(VENV)/bin/uv pip compile $(LOCK) pyproject.toml --extra ray -c constraints.txt --overrides requirements/overrides.txt \
+	    --python-version 3.11 --python-platform x86_64-manylinux_2_28 --custom-compile-command 'make lock' --quiet -o $(RAY_LOCK)
 
 demo: $(STAMP)
 	$(PY) -m atld_deploy demo --workdir demo
@@ -56,6 +62,13 @@ test: $(STAMP)
 # tests/serve against a real Triton server, in the serve venv (the default venv has no PyTriton: they skip there)
 test-serve: $(SERVE_STAMP)
 	$(SERVE_PY) -m pytest -q tests/serve
+
+# tests/ray on a real local Ray cluster; $(RAY_LOCK) holds every pin of $(LOCK) unchanged, so this only adds Ray
+$(RAY_STAMP): $(STAMP) $(RAY_LOCK)
+	$(PY) -m pip install --quiet --no-deps -r $(RAY_LOCK)
+	touch $@
+test-ray: $(RAY_STAMP)
+	$(PY) -m pytest -q -m 'not bench' tests/ray
 
 # everything but the benchmarks: the default suite, the slow tests, then the serve tests
 test-all: $(STAMP) $(SERVE_STAMP)
