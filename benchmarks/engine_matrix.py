@@ -1,0 +1,122 @@
+"""The engine matrix: every exported graph run on ONNX Runtime, the ONNX reference evaluator, OpenVINO (f32
+precision hint) and OpenCV's DNN module, each output held to the fp32 parity bar against ONNX Runtime.
+
+    .venv/bin/python benchmarks/engine_matrix.py [--artifacts demo/artifacts] [--batch 16]
+        [--json docs/measurements/engines.json]
+
+With `--artifacts` (default demo/artifacts when it exists) it judges that artifact's `.onnx` files; otherwise
+it exports graphs of the demo's shapes (digits 8x8x1, WRN-10-2, discriminator WRN-28-5 body) with random
+weights, the pipeline with its transformed images exposed, and also judges the pipeline as traced (before
+the rewrites), which shows what the rewrites fix. An engine that is not installed is recorded as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from atld_deploy.export.engines import ENGINES, compare_engines, engine_version
+
+
+def random_feeds(path: Path, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Inputs for `path` from its own declared types: images in [0, 1], uint8 frames 0..255, logits ~ N(0, 1)."""
+    import onnx
+
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for value in onnx.load(str(path), load_external_data=False).graph.input:
+        t = value.type.tensor_type
+        shape = [d.dim_value if d.HasField("dim_value") else batch for d in t.shape.dim]
+        if t.elem_type == onnx.TensorProto.UINT8:
+            feeds[value.name] = rng.integers(0, 256, shape, dtype=np.uint8)
+        elif value.name == "logits":
+            feeds[value.name] = rng.normal(size=shape).astype(np.float32)
+        else:
+            feeds[value.name] = rng.random(shape, dtype=np.float32)
+    return feeds
+
+
+def demo_graphs(out: Path) -> dict[str, Path]:
+    """Demo-shaped graphs with random weights: classifier, discriminator, pipeline (rewritten) and as traced."""
+    import onnx
+    import torch
+
+    from atld_deploy.config import make_config
+    from atld_deploy.export.rewrite import optimize_graph
+    from atld_deploy.export.trace import ClassifierFunction, DiscriminatorFunction, PipelineFunction, export_onnx
+    from atld_deploy.imt import IMTConfig
+    from atld_deploy.models import create_discriminator, create_model
+
+    cfg = make_config("digits")
+    torch.manual_seed(0)
+    f = create_model(cfg.arch, 10, in_channels=1).eval()
+    d = create_discriminator(10, cfg.d_depth, cfg.d_widen).eval()
+    images = torch.rand(2, 1, 8, 8)
+    specs = {
+        "classifier": (ClassifierFunction(f), images, "images", ["logits"]),
+        "discriminator": (DiscriminatorFunction(d), torch.randn(2, 10), "logits", ["natural_logit", "class_logits"]),
+        "pipeline": (PipelineFunction(f, d, IMTConfig(mode="plus", eps=cfg.eps), emit_transformed=True), images, "images",
+                     ["logits", "p_natural", "images_imt"]),
+    }
+    paths = {}
+    for key, (fn, example, name, outputs) in specs.items():
+        traced = out / f"{key}.traced.onnx"
+        export_onnx(fn, example, name, outputs, traced, 18)
+        model = onnx.load(str(traced))
+        optimize_graph(model)
+        onnx.save(model, str(out / f"{key}.onnx"))
+        paths[key] = out / f"{key}.onnx"
+    paths["pipeline, as traced (no rewrites)"] = out / "pipeline.traced.onnx"
+    return paths
+
+
+def matrix(graphs: dict[str, Path], batch: int) -> dict[str, Any]:
+    """{graph: {engine: result}} for every graph and engine, printed as it goes."""
+    table: dict[str, Any] = {}
+    for key, path in graphs.items():
+        table[key] = {}
+        for r in compare_engines(path, random_feeds(path, batch), ENGINES):
+            table[key][r.engine] = {"passed": r.passed, "max_abs_err": r.max_abs_err, "failures": r.failures,
+                                    "skipped": r.skipped}
+            state = "skipped: " + r.skipped if r.skipped else ("agrees" if r.passed else "DISAGREES: " + "; ".join(r.failures))
+            errs = ", ".join(f"{k} {v:.1e}" for k, v in r.max_abs_err.items())
+            print(f"  {key:36s} {r.engine:12s} {state}{'  (max |err| ' + errs + ')' if errs else ''}")
+    return table
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--artifacts", type=Path, default=None)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--json", help="also write the matrix to this measurement file")
+    args = ap.parse_args()
+    art = args.artifacts or (Path("demo/artifacts") if Path("demo/artifacts/manifest.json").exists() else None)
+    versions = {e: engine_version(e) for e in ENGINES}
+    print("engines: " + ", ".join(f"{e} {v or 'not installed'}" for e, v in versions.items()))
+    with tempfile.TemporaryDirectory(prefix="engine_matrix_") as tmp:
+        if art is not None:
+            source = f"artifact {art}"
+            graphs = {p.stem: p for p in sorted(art.glob("*.onnx"))}
+        else:
+            source = "demo-shaped graphs, random weights (digits 8x8x1, WRN-10-2, discriminator WRN-28-5 body)"
+            graphs = demo_graphs(Path(tmp))
+        print(f"graphs: {source}; batch {args.batch}")
+        table = matrix(graphs, args.batch)
+    if args.json:
+        from atld_deploy.export.parity import THRESHOLDS
+        from atld_deploy.measure import write_measurement
+
+        write_measurement(args.json, "python " + " ".join(sys.argv), {
+            "source": source, "batch": args.batch, "engine_versions": versions,
+            "bar": f"max |err| <= {THRESHOLDS['fp32'].abs_err} x max(1, max |ONNX Runtime output|), same shape",
+            "matrix": table})
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
