@@ -7,7 +7,9 @@
 //         back to back: what an image decoder gives, already resized to the model's size
 // N       how many images the file holds
 //
-// Prints one JSON line per image: label, class, confidence, p_natural and the logits.
+// Prints one JSON line per image: label, class, confidence, p_natural, suspect and the logits, as the Python
+// runtime computes them for the pipeline's mode (confidence calibrated and suspect set when the artifact's
+// card measured a temperature and a detector threshold).
 
 #include <algorithm>
 #include <cmath>
@@ -28,6 +30,8 @@ struct Contract {
     std::vector<std::string> classes;
     std::size_t size = 0, channels = 0;
     std::string pipeline;  // file name of the IMT pipeline graph inside the artifact
+    double temperature = 1.0;  // the card's calibration for the pipeline's mode, else none
+    double threshold = -1.0;   // the card's detector threshold, else none (no image is suspect)
 };
 
 Contract read_manifest(const std::string& art) {
@@ -39,6 +43,9 @@ Contract read_manifest(const std::string& art) {
     c.size = m.at("input").at("size").get<std::size_t>();
     c.channels = m.at("input").at("channels").get<std::size_t>();
     c.pipeline = m.at("graphs").at("pipeline").at("file").get<std::string>();
+    const std::string mode = m.at("imt").at("mode") == "plus" ? "imt-plus" : "imt";
+    if (m.contains("calibration")) c.temperature = m.at("calibration").at("temperature").value(mode, 1.0);
+    if (m.contains("detector")) c.threshold = m.at("detector").at("threshold").get<double>();
     return c;
 }
 
@@ -86,10 +93,11 @@ int main(int argc, char** argv) {
         for (std::size_t i = 0; i < n; ++i) {
             const float* row = logits + i * k;
             const std::size_t label = std::max_element(row, row + k) - row;
-            double sum = 0.0;  // softmax of the top class, shifted by the max for stability
-            for (std::size_t j = 0; j < k; ++j) sum += std::exp(double(row[j]) - row[label]);
+            double sum = 0.0;  // softmax of the top class at the calibrated temperature, shifted by the max
+            for (std::size_t j = 0; j < k; ++j) sum += std::exp((double(row[j]) - row[label]) / c.temperature);
             nlohmann::json line = {{"label", label}, {"class", c.classes[label]}, {"confidence", 1.0 / sum},
-                                   {"p_natural", p_natural[i]}, {"logits", std::vector<float>(row, row + k)}};
+                                   {"p_natural", p_natural[i]}, {"suspect", p_natural[i] < c.threshold},
+                                   {"logits", std::vector<float>(row, row + k)}};
             std::cout << line.dump() << "\n";
         }
     } catch (const std::exception& e) {

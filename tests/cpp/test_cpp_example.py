@@ -101,6 +101,8 @@ def test_the_cpp_example_matches_the_python_runtime(program: Path, tiny_artifact
     assert disagreements(rows, pred) == []
     assert all(r["class"] == classes[r["label"]] for r in rows)
     assert all(abs(r["confidence"] - c) <= FP32_BOUND for r, c in zip(rows, pred.confidence))
+    suspect = pred.suspect if pred.suspect is not None else np.zeros(N_IMAGES, bool)  # no card: nothing suspect
+    assert [r["suspect"] for r in rows] == suspect.tolist()
     assert len({r["label"] for r in rows}) > 1  # a real model's answers, not one constant row
 
 
