@@ -22,7 +22,7 @@ from .errors import AtldError
 # Each module registers its commands on `app`; they import heavy libraries only inside the commands.
 from .commands import train as _train  # noqa: F401,E402
 
-for _name in ("evaluate", "export", "infer", "scale", "demo", "card"):
+for _name in ("evaluate", "export", "infer", "serve", "scale", "demo", "card"):
     try:
         __import__(f"{__package__}.commands.{_name}")
     except ModuleNotFoundError as _e:  # a stage not built yet in this checkout
