@@ -30,8 +30,8 @@ def _int_list(text: str, what: str) -> list[int]:
 
 @app.command()
 def infer(
-    images: Path = typer.Argument(..., help="Folder of images, walked recursively in sorted order (every non-hidden "
-                                  "file), or one image file."),
+    images: str = typer.Argument(..., help="Folder of images, walked recursively in sorted order (every non-hidden "
+                                 "file), or one image file; with --executor ray also a URI such as s3://bucket/dir/."),
     artifact: Optional[Path] = typer.Option(None, "--artifact", "-a", show_default=False,
                                             help="Artifact directory written by `atld-deploy export` (required)."),
     artifacts: Optional[Path] = options.hidden("--artifacts"),
@@ -53,6 +53,15 @@ def infer(
                                    "before decoding them; bounds each decoder thread's memory."),
     allow_unverified: bool = typer.Option(False, "--allow-unverified", help=ALLOW_UNVERIFIED_HELP),
     public_key: Optional[Path] = typer.Option(None, "--public-key", help=PUBLIC_KEY_HELP),
+    executor: str = typer.Option("local", help="local (this process) | ray (Ray Data: an actor pool, on one machine or a "
+                                 "cluster; also writes DIR.parquet; see docs/RAY.md)."),
+    ray_address: Optional[str] = typer.Option(None, help="--executor ray: the cluster to join (auto: the one `ray start` "
+                                              "or $RAY_ADDRESS names); default: start a local one."),
+    ray_actors: Optional[int] = typer.Option(None, help="--executor ray: model actors (default: one per free GPU, else "
+                                             "the free CPUs less the one the reads need)."),
+    ray_cpus_per_actor: Optional[float] = typer.Option(None, help="--executor ray: CPUs each actor reserves (default 1)."),
+    ray_gpus_per_actor: Optional[float] = typer.Option(None, help="--executor ray: GPUs each actor reserves (default 1 "
+                                                       "where the cluster has GPUs; a fraction shares one)."),
 ) -> None:
     """Classify every file under IMAGES; exit 0 if all were classified, 3 if some could not be read."""
     from tqdm import tqdm
@@ -64,6 +73,24 @@ def infer(
     art = options.either(artifact, artifacts, "--artifact", "--artifacts")
     assert art is not None
     mode = "static" if no_imt else options.imt_mode(imt, allow=("auto", "static", "imt", "imt-plus"))
+    if executor == "ray":  # the same rows from a Ray Data actor pool (runtime/ray_data.py)
+        from ..runtime.ray_data import infer_ray_cli
+
+        summary = infer_ray_cli(images, art, output, imt=mode, address=ray_address, actors=ray_actors,
+                                cpus_per_actor=ray_cpus_per_actor, gpus_per_actor=ray_gpus_per_actor,
+                                backend=backend, device=device, batch_size=batch_size, max_pixels=max_pixels,
+                                overwrite=overwrite, allow_unverified=allow_unverified, public_key=public_key,
+                                progress=progress, local_only={"--resume": resume, "--shard": shard is not None,
+                                                               "--workers": workers is not None})
+        typer.echo(summary.line())
+        if not summary.all_classified:
+            raise SystemExit(EXIT_SOME_UNREADABLE)
+        return
+    if executor != "local":
+        from ..errors import ConfigError
+
+        raise ConfigError(f"--executor must be local or ray, got {executor!r}")
+    images = Path(images)  # type: ignore[assignment]
     # everything that needs no model first, so a wrong path or an existing output costs nothing
     check_request(images, output, resume, overwrite, batch_size, workers, max_pixels)
     part = Shard.parse(shard) if shard is not None else None

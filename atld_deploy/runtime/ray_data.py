@@ -98,8 +98,10 @@ class ArtifactPredictor:
             errors, images = self._bytes(paths, batch["bytes"])
         else:
             files = [str(f) for f in batch["file"]] if "file" in batch else paths
-            walk = list(batch["error"]) if "error" in batch else [None] * len(paths)
-            decoded = _decode_chunk([Entry(f, p, e or None) for f, p, e in zip(files, paths, walk)],
+            # a column of only "" or nulls may arrive as floats: only text is a walk error
+            walk = [e if isinstance(e, str) and e else None for e in batch["error"]] if "error" in batch else \
+                [None] * len(paths)
+            decoded = _decode_chunk([Entry(f, p, e) for f, p, e in zip(files, paths, walk)],
                                     self.clf.channels, self.clf.size, self.max_pixels)
             errors, images = decoded.errors, decoded.images
         return self._table(paths, errors, images)
@@ -265,7 +267,7 @@ def _is_parquet_dataset(path: Path) -> bool:
 def _local_items(root: Path, output: Path) -> list[dict[str, Any]]:
     """`walk_files(root)` as Ray rows (the output itself left out, as local `infer` does)."""
     exclude = output.resolve()
-    return [{"path": e.rel, "file": e.path, "error": e.error} for e in walk_files(root)
+    return [{"path": e.rel, "file": e.path, "error": e.error or ""} for e in walk_files(root)
             if not Path(e.path).resolve() == exclude]
 
 
@@ -323,18 +325,35 @@ def infer_ray(images: str | os.PathLike[str], art: str | os.PathLike[str], outpu
                   "allow_unverified": allow_unverified, "public_key": public_key, "max_pixels": max_pixels}
         preds = ds.map_batches(predictor, fn_constructor_kwargs=kwargs, batch_size=batch_size, batch_format="numpy",
                                compute=ray.data.ActorPoolStrategy(size=pool.actors), num_cpus=pool.cpus,
-                               num_gpus=pool.gpus, max_restarts=-1, max_task_retries=-1)
+                               num_gpus=pool.gpus)  # Ray Data restarts dead actors and retries their batches
         counts = _write_parquet(preds, output) if fmt == "parquet" else _write_lines(preds, output, suspect)
     finally:
         if started:
             ray.shutdown()
     classified, unreadable, paths = counts
-    if items is not None and (len(paths) != len(items) or len(set(paths)) != len(paths)):
-        raise EngineError(f"Ray returned {len(paths)} rows ({len(set(paths))} distinct paths) for {len(items)} "
-                          f"files; {output} was written but is incomplete: rerun the job")
+    if items is not None:
+        check_complete(paths, [item["path"] for item in items], output)
     return FolderSummary(classified=classified, unreadable=unreadable, skipped=0, previous_classified=0,
                          previous_unreadable=0, seconds=time.perf_counter() - t0, backend=pool.describe(),
                          output=output)
+
+
+def check_complete(paths: list[str], wanted: list[str], output: Path) -> None:
+    """Every file of the walk exactly once in the rows Ray returned.
+
+    Raises:
+        EngineError: a file missing or repeated (the output is then not to be trusted).
+    """
+    if len(paths) == len(wanted) and set(paths) == set(wanted):
+        return
+    seen: dict[str, int] = {}
+    for p in paths:
+        seen[p] = seen.get(p, 0) + 1
+    missing = [p for p in wanted if p not in seen]
+    repeated = sorted(p for p, n in seen.items() if n > 1)
+    raise EngineError(f"Ray returned {len(paths)} rows for {len(wanted)} files ({len(missing)} missing, e.g. "
+                      f"{missing[:3]}; {len(repeated)} repeated, e.g. {repeated[:3]}): {output} is incomplete; rerun "
+                      f"the job")
 
 
 def _row(rec: Mapping[str, Any]) -> Row:
