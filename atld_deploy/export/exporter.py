@@ -29,12 +29,13 @@ from ..io import sha256_file
 from ..owned import Owned, Replacement
 from ..run import CLASSES, CLASSIFIER, CONFIG, DISCRIMINATOR, Run, load_run
 from .checks import check_graph
+from ..graphs import GRAPHS, GraphKind
 from .manifest import (
-    BATCH, FORMAT_VERSION, MANIFEST, RUN_DIR, EngineEntry, GraphEntry, Manifest, TensorSpec, artifact_entries,
-    input_spec, is_artifact_manifest,
+    FORMAT_VERSION, MANIFEST, RUN_DIR, EngineEntry, GraphEntry, Manifest, artifact_entries, input_spec,
+    is_artifact_manifest,
 )
 from .rewrite import REWRITES, optimize_graph
-from .trace import ClassifierFunction, DiscriminatorFunction, PipelineFunction, export_onnx
+from .trace import example_input, export_onnx, graph_module
 
 log = logging.getLogger(__name__)
 
@@ -88,38 +89,18 @@ def _provenance(run: Run, cfg: IMTConfig, opset: int, rewrites: bool) -> tuple[d
     return producer, run_info
 
 
-def _specs(classes: int, c: int, s: int, key: str, emit_transformed: bool) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    images = TensorSpec("images", "float32", [BATCH, c, s, s], "images, NCHW, RGB/gray in [0,1]; normalisation is inside the graph")
-    logits_in = TensorSpec("logits", "float32", [BATCH, classes], "classifier logits")
-    logits = TensorSpec("logits", "float32", [BATCH, classes], "class logits (argmax = label)")
-    if key == "classifier":
-        return [images], [logits]
-    if key == "discriminator":
-        return [logits_in], [
-            TensorSpec("natural_logit", "float32", [BATCH], "sigmoid(natural_logit) = probability the input is natural (clean)"),
-            TensorSpec("class_logits", "float32", [BATCH, classes], "the discriminator's auxiliary class logits"),
-        ]
-    inp = images if key != "pipeline_uint8" else TensorSpec(
-        "images_uint8", "uint8", [BATCH, s, s, c], "decoded frames, NHWC uint8 0..255 (divided by 255 inside)")
-    outs = [
-        TensorSpec("logits", "float32", [BATCH, classes], "class logits of the IMT-transformed input (argmax = label)"),
-        TensorSpec("p_natural", "float32", [BATCH], "probability that the input as it arrived is natural (low = likely adversarial)"),
-    ]
-    if emit_transformed:
-        outs.append(TensorSpec("images_imt", "float32", [BATCH, c, s, s], "the IMT-transformed images, NCHW in [0,1]"))
-    return [inp], outs
-
-
-def _finish_graph(tmp: Path, key: str, path: Path, emit_transformed: bool, meta: dict[str, str], rewrite: bool) -> None:
-    """Rewrite, drop the internal-only output, stamp metadata, run the static checks, save."""
+def _finish_graph(kind: GraphKind, path: Path, emit_transformed: bool, meta: dict[str, str], rewrite: bool) -> None:
+    """Rewrite, drop the optional outputs unless asked for, stamp metadata, run the static checks, save."""
     import onnx
 
+    key = kind.key
     model = onnx.load(str(path))
     if rewrite:
         log.debug("%s: %s", key, ", ".join(optimize_graph(model)))
-    if key.startswith("pipeline") and not emit_transformed:
-        # images_imt stays an internal tensor (parity exposes it); consumers see only logits, p_natural.
-        keep = [o for o in model.graph.output if o.name != "images_imt"]
+    if not emit_transformed:
+        # optional outputs (images_imt) stay internal tensors (parity exposes them); consumers see the rest.
+        hidden = {t.name for t in kind.optional}
+        keep = [o for o in model.graph.output if o.name not in hidden]
         del model.graph.output[:]
         model.graph.output.extend(keep)
     model.producer_name, model.producer_version = "atld-deploy", __version__
@@ -252,21 +233,15 @@ def export_run(
     return manifest
 
 
+def exported_kinds(opts: ExportOptions) -> list[GraphKind]:
+    """The catalogue's graph kinds an export with `opts` writes (a kind's `option` names the switch)."""
+    switches = {None: True, "uint8_input": opts.uint8_input, "fp16": opts.fp16 or (opts.trt and opts.precision == "fp16")}
+    return [kind for kind in GRAPHS.values() if switches[kind.option]]
+
+
 def _build(run: Run, run_dir: Path, tmp: Path, cfg: IMTConfig, opts: ExportOptions) -> Manifest:
     c, s, k = run.shape.channels, run.shape.size, run.shape.num_classes
     producer, run_info = _provenance(run, cfg, opts.opset, opts.rewrite)
-    graphs_in: list[tuple[str, torch.nn.Module, torch.Tensor, str, list[str], str]] = [
-        ("classifier", ClassifierFunction(run.classifier), torch.rand(2, c, s, s), "images", ["logits"], "fp32"),
-        ("discriminator", DiscriminatorFunction(run.discriminator), torch.randn(2, k), "logits", ["natural_logit", "class_logits"], "fp32"),
-        ("pipeline", PipelineFunction(run.classifier, run.discriminator, cfg, emit_transformed=True), torch.rand(2, c, s, s),
-         "images", ["logits", "p_natural", "images_imt"], "fp32"),
-    ]
-    if opts.uint8_input:
-        graphs_in.append(("pipeline_uint8", PipelineFunction(run.classifier, run.discriminator, cfg, emit_transformed=True, uint8_input=True),
-                          torch.randint(0, 256, (2, s, s, c), dtype=torch.uint8), "images_uint8", ["logits", "p_natural", "images_imt"], "fp32"))
-    if opts.fp16 or (opts.trt and opts.precision == "fp16"):
-        graphs_in.append(("pipeline_fp16", PipelineFunction(run.classifier, run.discriminator, cfg, emit_transformed=True, half=True),
-                          torch.rand(2, c, s, s), "images", ["logits", "p_natural", "images_imt"], "fp16"))
     classes = list(run.classes)
     imt = cfg.to_dict()
     inp = input_spec(c, s, RESIZE_POLICY)
@@ -275,15 +250,15 @@ def _build(run: Run, run_dir: Path, tmp: Path, cfg: IMTConfig, opts: ExportOptio
         "run": json.dumps(run_info), "producer": json.dumps(producer),
     }
     graphs: dict[str, GraphEntry] = {}
-    for key, fn, example, in_name, out_names, precision in graphs_in:
+    for kind in exported_kinds(opts):
         t0 = time.perf_counter()
-        path = tmp / f"{key}.onnx"
-        export_onnx(fn, example, in_name, out_names, path, opts.opset)
-        _finish_graph(tmp, key, path, opts.emit_transformed, dict(meta, precision=precision), opts.rewrite)
-        spec_key = "pipeline" if key == "pipeline_fp16" else key
-        ins, outs = _specs(k, c, s, spec_key, opts.emit_transformed)
-        graphs[key] = GraphEntry(path.name, ins, outs, sha256_file(path), precision)
-        log.info("exported %s in %.0f s", key, time.perf_counter() - t0)
+        path = tmp / f"{kind.key}.onnx"
+        fn = graph_module(kind, run.classifier, run.discriminator, cfg)
+        export_onnx(fn, example_input(kind, k, c, s), kind.input.name, [t.name for t in kind.traced], path, opts.opset)
+        _finish_graph(kind, path, opts.emit_transformed, dict(meta, precision=kind.precision), opts.rewrite)
+        ins, outs = kind.specs(k, c, s, keep_optional=opts.emit_transformed)
+        graphs[kind.key] = GraphEntry(path.name, ins, outs, sha256_file(path), kind.precision)
+        log.info("exported %s in %.0f s", kind.key, time.perf_counter() - t0)
     run_files = _copy_run(run_dir, tmp / RUN_DIR)
     manifest = Manifest(FORMAT_VERSION, classes, inp, imt, graphs, {}, False, producer, run_info, run_files)
     manifest.save(tmp)
@@ -301,9 +276,9 @@ def add_engines(art: Path, opts: ExportOptions, echo: Callable[[str], None] = lo
 
     manifest = Manifest.load(art)
     spec = EngineBuild(opts.precision, opts.min_batch, opts.opt_batch, opts.max_batch, opts.workspace_mb)
-    sources = {"pipeline": "pipeline_fp16" if opts.precision == "fp16" else "pipeline", "classifier": "classifier"}
-    if opts.precision == "fp16":
-        sources.pop("classifier")  # the classifier graph is float32; its engine would not be fp16
+    # engine key -> the graph it is built from: the kinds with an engine, in the precision asked for
+    sources = {kind.engine: kind.key for kind in GRAPHS.values()
+               if kind.engine is not None and kind.precision == opts.precision and kind.key in manifest.graphs}
     engines = dict(manifest.engines)
     for key, src in sources.items():
         eng_file, side_file = f"{key}.{opts.precision}.engine", f"{key}.{opts.precision}.engine.json"

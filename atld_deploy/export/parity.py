@@ -1,8 +1,9 @@
 """Parity: the exported graphs against PyTorch (the core IMT on the run's modules), per backend.
 
-Backends run through Polygraphy runners and `Comparator.run` (ONNX Runtime CPU always; TensorRT engines
-when TensorRT and a GPU are present). The PyTorch reference is computed here, because IMT needs autograd
-and Polygraphy's `PytRunner` is CUDA-only and runs under `no_grad`.
+Backends run through the runtime's own runners (`atld_deploy.runtime`), opened exactly as the backend
+selector opens them for `infer`, so a verdict is about the code that serves the bytes. What each graph kind
+takes, computes and returns comes from the graph catalogue (`atld_deploy.graphs`); the PyTorch reference is
+the float32 module the catalogue names for the kind, computed here because IMT needs autograd.
 
 Every output is judged on the function that produced it. A pipeline is three functions, checked apart:
 `p_natural` (of the incoming image) against the reference's; the IMT step, exactly (`step.py`: where graph
@@ -47,8 +48,11 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from ..imt import IMTConfig, IMTPipeline, natural_gradient
+from ..graphs import GraphKind, kind_of
+from ..imt import IMTConfig, natural_gradient
+from ..runtime.runner import Runner, to_host
 from .step import StepCheck, check_step
+from .trace import frames_to_images, graph_module, images_to_frames, outputs_of
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +135,7 @@ class GraphParity:
     backend: str
     precision: str
     samples: int
+    runner: str = ""  # the runtime runner class (and provider) whose outputs were judged
     outputs: dict[str, OutputStats] = field(default_factory=dict)
     label_flips: int | None = None
     label_bar: int | None = None  # most flips allowed (binomial, stated before the graph runs)
@@ -216,29 +221,49 @@ def rounded_to_float16(module: torch.nn.Module) -> torch.nn.Module:
     return m
 
 
+def _kind(graph: str | GraphKind) -> GraphKind:
+    return graph if isinstance(graph, GraphKind) else kind_of(graph)
+
+
+def graph_feed(graph: str | GraphKind, x: torch.Tensor, classifier: torch.nn.Module) -> torch.Tensor:
+    """The input graph kind `graph` takes for the float parity images `x` (its catalogue input)."""
+    kind = _kind(graph)
+    if kind.input.dtype == "uint8":
+        return images_to_frames(x)
+    if kind.computes == "discriminator":  # a discriminator graph is fed the classifier's logits
+        with torch.no_grad():
+            return classifier(x)
+    return x
+
+
+def seen_images(graph: str | GraphKind, feed: torch.Tensor) -> torch.Tensor | None:
+    """The float images a pipeline kind transforms, given its feed (None for kinds without an IMT step)."""
+    kind = _kind(graph)
+    if not kind.is_pipeline:
+        return None
+    return frames_to_images(feed) if kind.input.dtype == "uint8" else feed
+
+
 def reference_outputs(
     classifier: torch.nn.Module,
     discriminator: torch.nn.Module,
     cfg: IMTConfig,
-    graph: str,
-    x: torch.Tensor,
+    graph: str | GraphKind,
+    feed: torch.Tensor,
     batch: int = 64,
 ) -> dict[str, np.ndarray]:
-    """PyTorch outputs of graph `graph` on [0,1] float images `x` (plus `imt_gradient` for pipelines)."""
-    pipe = IMTPipeline(classifier, discriminator, cfg)
+    """PyTorch outputs of graph kind `graph` on its input `feed` (`graph_feed`), computed in float32 by the
+    module the catalogue names for it (`graph_module`), plus `imt_gradient` for pipelines."""
+    kind = _kind(graph)
+    module = graph_module(kind, classifier, discriminator, cfg, precision="fp32")
     outs: dict[str, list[np.ndarray]] = {}
-    for xb in x.split(batch):
-        if graph == "classifier":
-            with torch.no_grad():
-                res = {"logits": classifier(xb)}
-        elif graph == "discriminator":
-            with torch.no_grad():
-                nat, cls = discriminator(classifier(xb))
-            res = {"natural_logit": nat, "class_logits": cls}
-        else:
-            logits, p, x_t = pipe(xb)
-            g = natural_gradient(classifier, discriminator, xb)[0] if cfg.mode != "off" else torch.zeros_like(xb)
-            res = {"logits": logits, "p_natural": p, "images_imt": x_t, "imt_gradient": g}
+    for fb in feed.split(batch):
+        with torch.no_grad():  # IMT turns gradients back on for its own step only
+            res = outputs_of(kind, module, fb)
+        xb = seen_images(kind, fb)
+        if xb is not None:
+            res["imt_gradient"] = (natural_gradient(classifier, discriminator, xb)[0] if cfg.mode != "off"
+                                   else torch.zeros_like(xb))
         for k, v in res.items():
             outs.setdefault(k, []).append(v.detach().float().numpy())
     return {k: np.concatenate(v) for k, v in outs.items()}
@@ -250,45 +275,23 @@ def classifier_logits(classifier: torch.nn.Module, x: np.ndarray, batch: int = 2
         return np.concatenate([classifier(xb).float().numpy() for xb in torch.from_numpy(np.ascontiguousarray(x)).float().split(batch)])
 
 
-def graph_feed(graph: str, x: torch.Tensor, classifier: torch.nn.Module) -> tuple[str, np.ndarray]:
-    """The input name and array a graph takes for the float images `x`."""
-    if graph == "classifier" or (graph.startswith("pipeline") and graph != "pipeline_uint8"):
-        return "images", x.numpy()
-    if graph == "pipeline_uint8":
-        return "images_uint8", (x * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
-    if graph == "discriminator":
-        with torch.no_grad():
-            return "logits", classifier(x).numpy()
-    raise ValueError(f"unknown graph {graph!r}")
-
-
-def quantize_uint8(x: torch.Tensor) -> torch.Tensor:
-    """What `pipeline_uint8` sees after its own /255: the reference for that graph."""
-    return (x * 255).round().clamp(0, 255) / 255.0
-
-
 # ----------------------------------------------------------------------------------------- comparison
 
 
-def run_backend(runner: Any, input_name: str, array: np.ndarray, batch_sizes: Iterable[int]) -> dict[str, np.ndarray]:
-    """Run `array` through a Polygraphy runner with `Comparator.run`, in batches of varying size."""
-    from polygraphy.comparator import Comparator
-    from polygraphy.logger import G_LOGGER
-
-    feeds = []
-    start = 0
+def run_backend(runner: Runner, feed: torch.Tensor | np.ndarray, batch_sizes: Iterable[int]) -> dict[str, np.ndarray]:
+    """Run `feed` through an open runtime `Runner` (the code that serves) in batches of cycling sizes, so
+    the dynamic batch dimension is exercised; every output back on the host."""
+    array = feed.numpy() if isinstance(feed, torch.Tensor) else np.asarray(feed)
+    (name,) = (t.name for t in runner.inputs)
     sizes = list(batch_sizes)
-    i = 0
+    parts: dict[str, list[np.ndarray]] = {}
+    start, i = 0, 0
     while start < len(array):
         n = sizes[i % len(sizes)]
-        feeds.append({input_name: np.ascontiguousarray(array[start:start + n])})
-        start += n
-        i += 1
-    with G_LOGGER.verbosity(G_LOGGER.WARNING):
-        results = Comparator.run([runner], data_loader=feeds)
-    iterations = results[0][1]
-    names = list(iterations[0].keys())
-    return {k: np.concatenate([np.asarray(it[k]) for it in iterations]) for k in names}
+        for k, v in runner.infer({name: np.ascontiguousarray(array[start:start + n])}).items():
+            parts.setdefault(k, []).append(to_host(v))
+        start, i = start + n, i + 1
+    return {k: np.concatenate(v) for k, v in parts.items()}
 
 
 def _output_stats(r: np.ndarray, o: np.ndarray, reference: str) -> OutputStats:
@@ -443,37 +446,54 @@ def compare(
 
 
 def check_graph_parity(
-    graph: str,
-    backend: str,
-    precision: str,
-    runner: Any,
+    graph: str | GraphKind,
+    runner: Runner,
     classifier: torch.nn.Module,
     discriminator: torch.nn.Module,
     cfg: IMTConfig,
     x: torch.Tensor,
     batch_sizes: Iterable[int] = (64, 1, 3),
-    ref_cache: dict[str, dict[str, np.ndarray]] | None = None,
+    ref_cache: dict[Any, dict[str, np.ndarray]] | None = None,
     expect_step: bool = True,
+    precision: str | None = None,
+    step_runner: Runner | None = None,
+    label: str | None = None,
 ) -> GraphParity:
-    """Run graph `graph` on `x` through `runner` and compare it with the PyTorch reference (and, for
-    float16, with the float16-weight floor computed here on the same images). `expect_step`: see `compare`."""
-    input_name, array = graph_feed(graph, x, classifier)
-    pipeline = graph.startswith("pipeline")
-    x_ref = quantize_uint8(x) if graph == "pipeline_uint8" else x
-    ref_key = "pipeline_uint8" if graph == "pipeline_uint8" else ("pipeline" if pipeline else graph)
+    """Run graph kind `graph` on the parity images `x` through an open runtime `runner` and compare it with
+    the PyTorch reference (and, for float16, with the float16-weight floor computed here on the same images).
+
+    `precision`: what to judge it as (default the kind's; an engine's own precision). `step_runner`: the same
+    graph with its optional outputs exposed, opened the same way, when the served graph keeps `images_imt`
+    internal: its transformed images are judged, and its served outputs must equal the served graph's
+    exactly, so the step checked is the served graph's. `expect_step`: see `compare`. `label`: the graph
+    name in the report (default the kind's key)."""
+    kind = _kind(graph)
+    precision = precision or kind.precision
+    feed = graph_feed(kind, x, classifier)
+    x_seen = seen_images(kind, feed)
     cache = ref_cache if ref_cache is not None else {}
+    ref_key = (kind.computes, kind.input.name)  # the float32 reference depends on nothing else
     if ref_key not in cache:
-        cache[ref_key] = reference_outputs(classifier, discriminator, cfg, ref_key, x_ref)
+        cache[ref_key] = reference_outputs(classifier, discriminator, cfg, kind, feed)
     floor = None
     if THRESHOLDS[precision].label_rate is None:
-        floor_key = f"{ref_key} with float16 weights"
+        floor_key = (*ref_key, "float16 weights")
         if floor_key not in cache:
-            floor = reference_outputs(rounded_to_float16(classifier), discriminator, cfg, ref_key, x_ref)
-            if pipeline:
+            floor = reference_outputs(rounded_to_float16(classifier), discriminator, cfg, kind, feed)
+            if kind.is_pipeline:
                 floor["own_logits"] = classifier_logits(classifier, floor["images_imt"])
             cache[floor_key] = floor
         floor = cache[floor_key]
-    got = run_backend(runner, input_name, array, batch_sizes)
-    own = classifier_logits(classifier, got["images_imt"]) if pipeline and "images_imt" in got else None
-    return compare(graph, backend, precision, cache[ref_key], got, x_ref.numpy() if pipeline else None, cfg, floor, own,
-                   expect_step)
+    got = run_backend(runner, feed, batch_sizes)
+    mismatched: list[str] = []
+    if step_runner is not None:
+        exposed = run_backend(step_runner, feed, batch_sizes)
+        mismatched = [n for n in got if not np.array_equal(got[n], exposed.get(n))]
+        got.update({n: v for n, v in exposed.items() if n not in got})
+    own = classifier_logits(classifier, got["images_imt"]) if kind.is_pipeline and "images_imt" in got else None
+    res = compare(label or kind.key, f"{runner.backend} ({runner.device})", precision, cache[ref_key], got,
+                  None if x_seen is None else x_seen.numpy(), cfg, floor, own, expect_step)
+    res.runner = f"{type(runner).__module__}.{type(runner).__qualname__} ({runner.describe()})"
+    res.failures += [f"{n}: the served graph and its variant with images_imt exposed disagree, so the step checked "
+                     f"would not be the served graph's" for n in mismatched]
+    return res

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import ExportError
+from ..graphs import GraphKind
 from ..imt import IMTConfig, IMTPipeline
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,16 @@ class Float16Classifier(nn.Module):
         return self.net(x.to(torch.float16)).to(torch.float32)
 
 
+def frames_to_images(frames: torch.Tensor) -> torch.Tensor:
+    """NHWC uint8 frames -> NCHW float32 images in [0, 1]: what `images_uint8` graphs do first."""
+    return frames.permute(0, 3, 1, 2).to(torch.float32) / 255.0
+
+
+def images_to_frames(images: torch.Tensor) -> torch.Tensor:
+    """NCHW float images in [0, 1] -> the nearest NHWC uint8 frames (the inverse of `frames_to_images`)."""
+    return (images * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
 class PipelineFunction(nn.Module):
     """The deployed function as one module: images -> (logits, p_natural[, images_imt]).
 
@@ -108,7 +119,7 @@ class PipelineFunction(nn.Module):
         self.uint8_input = uint8_input
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        x = images.permute(0, 3, 1, 2).to(torch.float32) / 255.0 if self.uint8_input else images
+        x = frames_to_images(images) if self.uint8_input else images
         logits, p, x_t = self.pipeline(x)
         return (logits, p) + ((x_t,) if self.emit_transformed else ())
 
@@ -133,6 +144,37 @@ class DiscriminatorFunction(nn.Module):
 
     def forward(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.discriminator(logits)
+
+
+def graph_module(kind: GraphKind, classifier: nn.Module, discriminator: nn.Module | None, cfg: IMTConfig,
+                 precision: str | None = None) -> nn.Module:
+    """The module that computes graph kind `kind` (every traced output, the optional ones included), read
+    from its catalogue entry: what it computes, its input, its precision (`precision` overrides it: the
+    PyTorch backend and the parity reference compute a float16 kind in float32)."""
+    if kind.computes == "classifier":
+        return ClassifierFunction(classifier)
+    if discriminator is None:
+        raise ExportError(f"graph {kind.key!r} needs a discriminator and the run has none")
+    if kind.computes == "discriminator":
+        return DiscriminatorFunction(discriminator)
+    return PipelineFunction(classifier, discriminator, cfg, emit_transformed=bool(kind.optional),
+                            uint8_input=kind.input.dtype == "uint8", half=(precision or kind.precision) == "fp16")
+
+
+def example_input(kind: GraphKind, classes: int, channels: int, size: int, batch: int = 2) -> torch.Tensor:
+    """A random input of graph kind `kind` to trace it with (its shape and sampling from the catalogue)."""
+    spec = kind.input.spec(classes, channels, size)
+    shape = [batch if isinstance(d, str) else d for d in spec.shape]
+    if kind.input.sample == "uint8":
+        return torch.randint(0, 256, shape, dtype=torch.uint8)
+    return torch.randn(shape) if kind.input.sample == "normal" else torch.rand(shape)
+
+
+def outputs_of(kind: GraphKind, module: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Run `graph_module(kind, ...)` on `x` and name its outputs (the catalogue's order)."""
+    out = module(x)
+    out = (out,) if isinstance(out, torch.Tensor) else out
+    return dict(zip([t.name for t in kind.traced], out))
 
 
 class _Traced(nn.Module):

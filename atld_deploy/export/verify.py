@@ -1,11 +1,19 @@
 """`verify_artifacts`: re-check an artifact directory's graphs (and engines) against PyTorch.
 
-Writes `ART/parity.json` atomically and sets the manifest's `verified` flag; never deletes anything.
+Each graph and engine is run by the runner the backend selector (`runtime.select`) would open for `infer` --
+ONNX Runtime on the CPU, ONNX Runtime on CUDA with IOBinding where a GPU serves, TensorRT -- so a pass
+vouches for the code that serves the bytes. A graph that keeps `images_imt` internal is also run as a
+verification variant that outputs it (written to a temporary directory, never into the artifact); its other
+outputs must equal the served graph's exactly, so the step judged is the served graph's.
+
+With `record`, writes `ART/parity.json` atomically and sets the manifest's `verified` flag; never deletes anything.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -13,16 +21,18 @@ from typing import Any, Sequence
 import torch
 
 from ..errors import ConfigError, DataError, EngineError, ExportError
+from ..graphs import GraphKind, kind_of
 from ..imt import IMTConfig
 from ..io import write_json_atomic
 from ..run import load_run
+from ..runtime.runner import Runner
+from ..runtime.select import CANDIDATES, Candidate
 from .manifest import PARITY, Manifest
 from .parity import GraphParity, ParityReport, check_graph_parity
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("onnxruntime", "tensorrt")
-TRANSFORMED = "images_imt"
 
 
 def parity_inputs(run: Any, n_real: int = 256, n_random: int = 64, seed: int = 0) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -53,42 +63,92 @@ def parity_inputs(run: Any, n_real: int = 256, n_random: int = 64, seed: int = 0
     return torch.cat(parts), info
 
 
-def onnxruntime_runner(path: Path, expose: Sequence[str] = ()) -> Any:
-    """A Polygraphy ONNX Runtime (CPU) runner; `expose` adds internal tensors as extra outputs."""
+def expose_outputs(path: Path, names: Sequence[str], workdir: Path) -> Path:
+    """A copy of the graph at `path`, written under `workdir` (never into the artifact), that also outputs
+    the internal tensors `names`: the verification variant whose transformed images parity can judge."""
     import onnx
-    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
 
     model = onnx.load(str(path))
-    produced = {o for n in model.graph.node for o in n.output}
     present = {o.name for o in model.graph.output}
-    for name in expose:
-        if name in produced and name not in present:
-            model.graph.output.append(onnx.ValueInfoProto(name=name))
-    return OnnxrtRunner(SessionFromOnnx(model.SerializeToString(), providers=["CPUExecutionProvider"]), name=f"onnxruntime:{path.name}")
+    model.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in present)
+    out = workdir / f"{path.stem}.exposed.onnx"
+    onnx.save(model, str(out))
+    return out
+
+
+def step_variant(served: Runner, path: Path, kind: GraphKind, shape: tuple[int, int, int], workdir: Path) -> Runner | None:
+    """The served ONNX runner's twin on `expose_outputs(path, ...)`: the same runner class on the same device,
+    with the kind's optional outputs that the served graph keeps internal added; None when there are none.
+    `shape`: (classes, channels, size) of the run."""
+    present = {t.name for t in served.outputs}
+    hidden = [t.name for t in kind.optional if t.name not in present]
+    if not hidden:
+        return None
+    outputs = served.outputs + [kind.optional_spec(n, *shape) for n in hidden]
+    return type(served)(expose_outputs(path, hidden, workdir), served.inputs, outputs, device=served.device)
+
+
+def runner_parity(
+    served: Runner,
+    variant: Runner | None,
+    kind: GraphKind,
+    classifier: torch.nn.Module,
+    discriminator: torch.nn.Module,
+    cfg: IMTConfig,
+    x: torch.Tensor,
+    refs: dict[Any, Any],
+    **kw: Any,
+) -> GraphParity:
+    """Open `served` (and the step `variant`) and judge them with `check_graph_parity`; a runner that
+    cannot open is a failed entry (the code that would serve the bytes cannot), not a crash."""
+    try:
+        with served, (variant if variant is not None else contextlib.nullcontext()):
+            return check_graph_parity(kind, served, classifier, discriminator, cfg, x, ref_cache=refs,
+                                      step_runner=variant, **kw)
+    except (EngineError, DataError) as e:  # the runner refused to load or to run the graph
+        failed = GraphParity(graph=kw.get("label") or kind.key, backend=f"{served.backend} ({served.device})",
+                             precision=kw.get("precision") or kind.precision, samples=0,
+                             runner=f"{type(served).__module__}.{type(served).__qualname__}")
+        failed.failures.append(f"{served.describe()} could not run it: {e}")
+        return failed
 
 
 def onnx_graph_parity(
     path: Path,
     key: str,
-    precision: str,
+    precision: str | None,
     classifier: torch.nn.Module,
     discriminator: torch.nn.Module,
     cfg: IMTConfig,
     x: torch.Tensor,
-    ref_cache: dict[str, Any] | None = None,
+    ref_cache: dict[Any, Any] | None = None,
+    runner_class: type[Runner] | None = None,
+    device: str = "cpu",
 ) -> GraphParity:
-    """Parity of one ONNX graph of kind `key` ("classifier", "discriminator", "pipeline*") on ONNX Runtime
-    CPU against the PyTorch modules; a pipeline's internal `images_imt` is exposed for the step check."""
-    runner = onnxruntime_runner(path, expose=[TRANSFORMED] if key.startswith("pipeline") else [])
-    return check_graph_parity(key, "onnxruntime", precision, runner, classifier, discriminator, cfg, x, ref_cache=ref_cache)
+    """Parity of one ONNX graph file of kind `key` outside an artifact (e.g. a graph under test), served by
+    the runtime's ONNX Runtime runner (`runner_class`, default `OnnxRuntimeRunner`) with the catalogue's
+    tensor specs; the kind's optional outputs are judged whether the file keeps them or not. `precision`:
+    what to judge it as (None: the kind's)."""
+    import onnx
+
+    from ..runtime.ort_runner import OnnxRuntimeRunner
+
+    kind = kind_of(key)
+    with torch.no_grad():
+        classes = int(classifier(x[:1]).shape[-1])
+    shape = (classes, int(x.shape[1]), int(x.shape[2]))
+    keeps = {o.name for o in onnx.load(str(path), load_external_data=False).graph.output}
+    inputs, outputs = kind.specs(*shape, keep_optional=all(t.name in keeps for t in kind.optional))
+    served = (runner_class or OnnxRuntimeRunner)(path, inputs, outputs, device=device)
+    with tempfile.TemporaryDirectory(prefix="atld-parity-") as work:
+        variant = step_variant(served, path, kind, shape, Path(work))
+        return runner_parity(served, variant, kind, classifier, discriminator, cfg, x,
+                             ref_cache if ref_cache is not None else {}, precision=precision)
 
 
-def tensorrt_runner(engine_path: Path) -> Any:
-    """A Polygraphy TensorRT runner for a serialized engine (needs tensorrt and a CUDA GPU)."""
-    from polygraphy.backend.common import BytesFromPath
-    from polygraphy.backend.trt import EngineFromBytes, TrtRunner
-
-    return TrtRunner(EngineFromBytes(BytesFromPath(str(engine_path))), name=f"tensorrt:{engine_path.name}")
+def _candidates(backend: str) -> list[Candidate]:
+    """The backend selector's candidates for `backend`, in its order: parity opens runners exactly as `infer` does."""
+    return [c for c in CANDIDATES if c.backend == backend]
 
 
 def verify_artifacts(
@@ -104,7 +164,8 @@ def verify_artifacts(
 
     Args:
         art_dir: an artifact directory written by `export_run`.
-        backends: any of "onnxruntime", "tensorrt" (or "all": every backend available here).
+        backends: any of "onnxruntime" (CPU; CUDA too where it serves), "tensorrt" (or "all": every backend
+            available here).
         record: write the report to `ART/parity.json` and (with `update_manifest`) the manifest's `verified`
             flag; that changes the artifact, so a signature it had is removed (sign it again). False: read-only.
     Returns:
@@ -135,29 +196,39 @@ def verify_artifacts(
     t0 = time.perf_counter()
     entries: list[GraphParity] = []
     skipped: list[str] = []
-    refs: dict[str, Any] = {}
-    if "onnxruntime" in wanted:
-        for key, entry in manifest.graphs.items():
-            entries.append(onnx_graph_parity(art / entry.file, key, entry.precision, run.classifier, run.discriminator, cfg, x, refs))
-    if "tensorrt" in wanted:
-        missing = tensorrt_status()
-        if missing:
-            if "all" not in backends:
-                raise EngineError(f"--backend tensorrt: {missing}")
-            skipped.append(f"tensorrt: {missing}")
-        elif not manifest.engines:
-            skipped.append("tensorrt: the artifact has no engines (export with --trt)")
-        else:
-            for key, eng in manifest.engines.items():
-                check_engine_sidecar(art / eng.sidecar, art / manifest.graphs[eng.source_graph].file)
-                src = eng.source_graph
-                graph_kind = "classifier" if src == "classifier" else src
-                runner = tensorrt_runner(art / eng.file)
-                sizes = sorted({eng.min_batch, min(eng.opt_batch, eng.max_batch), min(3, eng.max_batch)})
-                # Engines are built from graphs without images_imt, so the step is not checked on them.
-                entries.append(check_graph_parity(graph_kind, "tensorrt", eng.precision, runner, run.classifier, run.discriminator,
-                                                  cfg, x, batch_sizes=sizes, ref_cache=refs, expect_step=False))
-                entries[-1].graph = f"{key} (engine)"
+    refs: dict[Any, Any] = {}
+    shape = (len(manifest.classes), int(manifest.input["channels"]), int(manifest.input["size"]))
+    kinds = {key: kind_of(key) for key in manifest.graphs}
+    with tempfile.TemporaryDirectory(prefix="atld-parity-") as work:
+        if "onnxruntime" in wanted:
+            for cand in _candidates("onnxruntime"):  # every ONNX Runtime path `infer` may take: CPU, CUDA
+                reason = cand.probe(art, manifest, next(iter(manifest.graphs)))
+                if reason is not None:
+                    if cand.device == "cpu":
+                        raise EngineError(f"--backend onnxruntime: {reason}")
+                    skipped.append(f"{cand.label}: {reason}")
+                    continue
+                for key, kind in kinds.items():
+                    served = cand.make(art, manifest, key)
+                    variant = step_variant(served, manifest.graph_path(art, key), kind, shape, Path(work))
+                    entries.append(runner_parity(served, variant, kind, run.classifier, run.discriminator, cfg, x, refs))
+        if "tensorrt" in wanted:
+            missing = tensorrt_status()
+            if missing:
+                if "all" not in backends:
+                    raise EngineError(f"--backend tensorrt: {missing}")
+                skipped.append(f"tensorrt: {missing}")
+            elif not manifest.engines:
+                skipped.append("tensorrt: the artifact has no engines (export with --trt)")
+            else:
+                (cand,) = _candidates("tensorrt")
+                for key, eng in manifest.engines.items():
+                    check_engine_sidecar(art / eng.sidecar, art / manifest.graphs[eng.source_graph].file)
+                    sizes = sorted({eng.min_batch, min(eng.opt_batch, eng.max_batch), min(3, eng.max_batch)})
+                    # Engines are built from graphs without images_imt, so the step is not checked on them.
+                    entries.append(runner_parity(cand.make(art, manifest, key), None, kinds[eng.source_graph],
+                                                 run.classifier, run.discriminator, cfg, x, refs, batch_sizes=sizes,
+                                                 expect_step=False, precision=eng.precision, label=f"{key} (engine)"))
     info["seconds"] = round(time.perf_counter() - t0, 2)
     report = ParityReport(entries=entries, inputs=info, skipped=skipped)
     if record:

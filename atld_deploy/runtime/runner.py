@@ -31,6 +31,11 @@ def dtype_name(a: Array) -> str:
     return str(a.dtype).removeprefix("torch.")
 
 
+def to_host(a: Array) -> np.ndarray:
+    """A runner output as a numpy array on the host (cuda runners return torch CUDA tensors)."""
+    return a if isinstance(a, np.ndarray) else a.detach().cpu().numpy()
+
+
 def is_dynamic(dim: int | str) -> bool:
     """A manifest dimension that is not a fixed integer (the batch dimension)."""
     return not isinstance(dim, int)

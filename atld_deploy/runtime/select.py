@@ -19,6 +19,7 @@ from typing import Callable
 
 from ..errors import AtldError, ConfigError, EngineError
 from ..artifact import EngineEntry, Manifest
+from ..graphs import GRAPHS
 from .runner import Runner
 
 log = logging.getLogger(__name__)
@@ -57,8 +58,8 @@ def cuda_available() -> bool:
 
 
 def engine_for(manifest: Manifest, graph: str) -> tuple[str, EngineEntry] | None:
-    """The manifest's TensorRT engine serving `graph`: the one keyed `graph` (the export stage keys the fp16
-    pipeline engine `pipeline` too: same tensor contract), else the first built from that graph."""
+    """The manifest's TensorRT engine serving `graph`: the one keyed `graph` (the catalogue's `engine` key: the
+    fp16 pipeline's engine is keyed `pipeline` too, same tensor contract), else the first built from that graph."""
     if graph in manifest.engines:
         return graph, manifest.engines[graph]
     for key, entry in manifest.engines.items():
@@ -99,9 +100,7 @@ def _probe_ort(device: str) -> Callable[[Path, Manifest, str], str | None]:
 
 def _probe_torch(device: str) -> Callable[[Path, Manifest, str], str | None]:
     def probe(art: Path, manifest: Manifest, graph: str) -> str | None:
-        from .torch_runner import GRAPH_FNS
-
-        if graph not in GRAPH_FNS or graph not in manifest.graphs:
+        if graph not in GRAPHS or graph not in manifest.graphs:
             return f"no {graph!r} graph to take the tensor contract from"
         if not manifest.run_dir(art).is_dir():
             return f"the artifact has no run copy at {manifest.run_dir(art)}"

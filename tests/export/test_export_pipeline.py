@@ -98,6 +98,27 @@ def test_float16_pipeline_is_float16_inside_float32_outside_and_verified(exporte
         assert out["mean_abs"] <= out["bar"] <= 1e-2 * out["ref_scale"]
 
 
+def test_every_exported_kind_is_in_the_manifest_as_the_catalogue_describes_it(exported: tuple[Path, int, str]) -> None:
+    from atld_deploy.export.exporter import ExportOptions, exported_kinds
+    from atld_deploy.runtime.select import open_runner
+
+    art = exported[0]
+    m = Manifest.load(art)
+    kinds = exported_kinds(ExportOptions(fp16=True))  # what the fixture asked for
+    assert [k.key for k in kinds] == list(m.graphs)
+    entries = json.loads((art / PARITY).read_text())["entries"]
+    for kind in kinds:
+        g = m.graphs[kind.key]
+        ins, outs = kind.specs(len(m.classes), m.input["channels"], m.input["size"])
+        assert (g.inputs, g.outputs, g.precision, g.file) == (ins, outs, kind.precision, f"{kind.key}.onnx")
+        (entry,) = [e for e in entries if e["graph"] == kind.key]  # judged once, by the serving runner
+        assert entry["runner"].startswith("atld_deploy.runtime.ort_runner.OnnxRuntimeRunner (CPUExecutionProvider)")
+        for backend in ("onnxruntime", "torch"):  # and served by the selector
+            runner, _ = open_runner(art, m, kind.key, backend=backend, device="cpu")
+            assert [t.name for t in runner.outputs] == [t.name for t in kind.outputs]
+            runner.close()
+
+
 @pytest.mark.parametrize("batch", [1, 3, 64])
 def test_one_file_serves_every_batch_size(exported: tuple[Path, int, str], tiny_run: Path, batch: int) -> None:
     import onnxruntime as ort

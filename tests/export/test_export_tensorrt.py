@@ -37,6 +37,9 @@ def test_engines_are_built_with_matching_sidecars(engines: Path) -> None:
 def test_engine_parity_with_pytorch(engines: Path) -> None:
     report = verify_artifacts(engines, backends=["tensorrt"], n_real=128, n_random=32)
     assert report.passed, report.table()
+    # judged through the runner `infer` serves engines with, not another TensorRT binding
+    assert report.entries and all(e.runner.startswith("atld_deploy.runtime.trt_runner.TensorRTRunner (")
+                                  for e in report.entries), [e.runner for e in report.entries]
 
 
 def test_fp16_engine_is_built_from_the_float16_graph_and_passes_fp16_parity(
