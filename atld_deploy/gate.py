@@ -68,7 +68,7 @@ def choose(figures: Mapping[str, float], n: int, among: Sequence[str] = MODES) -
                        f"{100 * hw:.1f} (n={n}), a tie: deploy the cheaper {LABELS[m]}")
     others = [m for m in cands if m != best]
     if not others:
-        return best, f"{LABELS[best]} worst case {100 * figures[best]:.1f}% (the only mode on the card): deploy {LABELS[best]}"
+        return best, f"{LABELS[best]} worst case {100 * figures[best]:.1f}% (the only mode measured): deploy {LABELS[best]}"
     parts = []
     for m in others:
         hw = half_width((figures[m] + figures[best]) / 2, n)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -36,8 +36,8 @@ def card(
     if threads > 0:
         torch.set_num_threads(threads)
 
-    def progress(o: object) -> None:
-        typer.echo(f"  {o.model:<6} {o.protocol:<10} {o.attack:<14} {100 * o.accuracy:6.2f}%", err=True)  # type: ignore[attr-defined]
+    def progress(o: Any) -> None:
+        typer.echo(f"  {o.model:<6} {o.protocol:<10} {o.attack:<14} {100 * o.accuracy:6.2f}%", err=True)
 
     manifest = write_card(art, n=n, fpr=detector_fpr, seed=seed, attacks=attacks, eps=eps, batch_size=batch_size,
                           square_queries=square_queries, on_outcome=progress, echo=lambda s: typer.echo(s, err=True))
@@ -47,7 +47,8 @@ def card(
                    f"(+-{100 * r['worst_case_half_width']:.1f}); temperature {cal['temperature'][m]:.3f}, ECE "
                    f"{100 * cal['ece_before'][m]:.2f}% -> {100 * cal['ece_after'][m]:.2f}%")
     if det:
-        typer.echo(f"detector: threshold {det['threshold']:.4f} at FPR {100 * det['fpr']:.1f}% (fitted on {det['n_fit']}); "
-                   f"held-out FPR {100 * det['heldout_fpr']:.1f}% on {det['heldout_n']} (+-{100 * det['heldout_half_width']:.1f})")
+        typer.echo(f"detector: threshold {det['threshold']:.4f} at FPR {100 * det['fpr']:.1f}% (fitted on "
+                   f"{det['n_fit']}); held-out FPR {100 * det['heldout_fpr']:.1f}% on {det['heldout_n']} "
+                   f"(+-{100 * det['heldout_half_width']:.1f})")
     typer.echo(f"verdict: {c['verdict']}")
     typer.echo(f"wrote {art / 'CARD.md'} and the card in {art / 'manifest.json'} ({c['seconds']:.0f} s)")

@@ -101,3 +101,23 @@ def test_an_explicit_mode_overrides_the_card(tiny_artifacts: Path, tmp_path: Pat
     assert "running 'pipeline'" in err and "IMT mode IMT+: as asked" in err
     with pytest.raises(ConfigError, match="exported with IMT mode imt-plus"):
         Classifier.load(art, backend="onnxruntime", device="cpu", imt="imt")
+
+
+def test_eval_prints_the_gates_verdict_under_its_table(tiny_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", str(tiny_run), "--n", "20", "--attacks", "clean,fgsm", "--batch-size", "20"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    table_end = max(i for i, line in enumerate(out) if "WORST CASE" in line)
+    verdict_lines = [line for line in out if line.startswith("verdict: ")]
+    assert len(verdict_lines) == 1 and out.index(verdict_lines[0]) > table_end
+    assert verdict_lines[0].endswith(("deploy static", "deploy IMT", "deploy IMT+")) and "n=20" in verdict_lines[0]
+
+
+def test_verdict_line_reads_the_worst_case_rows_of_a_report() -> None:
+    from atld_deploy.evaluate.report import EvalReport, verdict_line
+
+    rec = lambda m, a, p, acc: {"model": m, "attack": a, "protocol": p, "accuracy": acc}  # noqa: E731
+    report = EvalReport([rec("static", "all", "worst-case", 0.57), rec("imt", "all", "worst-case", 0.003),
+                         rec("imt+", "all", "worst-case", 0.163), rec("imt+", "clean", "published", 0.9)],
+                        [], {"models": ["static", "imt", "imt+"], "n": 300})
+    assert verdict_line(report) == "verdict: " + choose({"static": 0.57, "imt": 0.003, "imt-plus": 0.163}, 300)[1]
+    assert "deploy static" in verdict_line(report)
