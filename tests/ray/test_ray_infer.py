@@ -135,3 +135,30 @@ def test_an_actor_that_exits_on_its_first_batch_loses_and_repeats_nothing(images
     assert marker.exists()  # the actor did die
     assert (summary.classified, summary.unreadable) == (40, 5)
     assert_same_rows(list(iter_rows(out)), local)
+
+
+def test_bytes_and_image_layouts_give_the_same_rows(images: Path, tiny_artifacts: Path, local: list[tuple],
+                                                    tmp_path: Path) -> None:
+    # a URI goes through read_binary_files (the object-storage path), decoded by the project's decoder
+    folder = tmp_path / "uri"
+    folder.mkdir()
+    wanted = {r[0]: r for r in local if r[0].startswith("d0/") or r[0] in ("broken/empty.png", "broken/notes.txt")}
+    for rel in wanted:
+        (folder / rel.replace("/", "_")).write_bytes((images / rel).read_bytes())
+    out = tmp_path / "uri.jsonl"
+    infer_ray(f"local://{folder}", tiny_artifacts, out, backend="onnxruntime", imt=True, progress=False)
+    got = {Path(r[0]).name: r for r in iter_rows(out)}
+    want = {rel.replace("/", "_"): r for rel, r in wanted.items()}
+    names = sorted(want)
+    assert sorted(got) == names
+    assert_same_rows([(n, *got[n][1:]) for n in names], [(n, *want[n][1:]) for n in names])
+    assert got["broken_empty.png"][5] == "empty file (0 bytes)"
+
+    # read_images' arrays (the docstring's own pipeline): used as they are at the model's size
+    ds = ray.data.read_images(str(images / "d1"), size=(8, 8), mode="L", include_paths=True)
+    table = ds.map_batches(ArtifactPredictor, fn_constructor_kwargs={"art": str(tiny_artifacts), "imt": True,
+                                                                     "backend": "onnxruntime"},
+                           batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1).take_all()
+    by_name = {Path(r["path"]).name: (r["label"], r["error"]) for r in table}
+    d1 = {Path(r[0]).name: (r[1], r[5]) for r in local if r[0].startswith("d1/")}
+    assert by_name == d1
