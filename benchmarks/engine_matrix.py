@@ -18,27 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from atld_deploy.export.engines import ENGINES, compare_engines, engine_version
-
-
-def random_feeds(path: Path, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Inputs for `path` from its own declared types: images in [0, 1], uint8 frames 0..255, logits ~ N(0, 1)."""
-    import onnx
-
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for value in onnx.load(str(path), load_external_data=False).graph.input:
-        t = value.type.tensor_type
-        shape = [d.dim_value if d.HasField("dim_value") else batch for d in t.shape.dim]
-        if t.elem_type == onnx.TensorProto.UINT8:
-            feeds[value.name] = rng.integers(0, 256, shape, dtype=np.uint8)
-        elif value.name == "logits":
-            feeds[value.name] = rng.normal(size=shape).astype(np.float32)
-        else:
-            feeds[value.name] = rng.random(shape, dtype=np.float32)
-    return feeds
+from atld_deploy.export.engines import ENGINES, EngineResult, compare_engines, engine_version, format_engine_table, random_feeds
 
 
 def demo_graphs(out: Path) -> dict[str, Path]:
@@ -76,17 +56,11 @@ def demo_graphs(out: Path) -> dict[str, Path]:
 
 
 def matrix(graphs: dict[str, Path], batch: int) -> dict[str, Any]:
-    """{graph: {engine: result}} for every graph and engine, printed as it goes."""
-    table: dict[str, Any] = {}
-    for key, path in graphs.items():
-        table[key] = {}
-        for r in compare_engines(path, random_feeds(path, batch), ENGINES):
-            table[key][r.engine] = {"passed": r.passed, "max_abs_err": r.max_abs_err, "failures": r.failures,
-                                    "skipped": r.skipped}
-            state = "skipped: " + r.skipped if r.skipped else ("agrees" if r.passed else "DISAGREES: " + "; ".join(r.failures))
-            errs = ", ".join(f"{k} {v:.1e}" for k, v in r.max_abs_err.items())
-            print(f"  {key:36s} {r.engine:12s} {state}{'  (max |err| ' + errs + ')' if errs else ''}")
-    return table
+    """{graph: {engine: result}} for every graph and engine, printed as a table."""
+    results: dict[str, list[EngineResult]] = {k: compare_engines(p, random_feeds(p, batch), ENGINES) for k, p in graphs.items()}
+    print(format_engine_table(results))
+    return {key: {r.engine: {"passed": r.passed, "max_abs_err": r.max_abs_err, "failures": r.failures, "skipped": r.skipped}
+                  for r in rows} for key, rows in results.items()}
 
 
 def main() -> None:

@@ -118,6 +118,54 @@ def judge(engine: str, got: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarr
     return result
 
 
+def random_feeds(path: str | Path, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Inputs for the graph at `path` from its own declared inputs: images in [0, 1], uint8 frames 0..255,
+    logits ~ N(0, 1); a dynamic dimension gets `batch`."""
+    import onnx
+
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for value in onnx.load(str(path), load_external_data=False).graph.input:
+        t = value.type.tensor_type
+        shape = [d.dim_value if d.HasField("dim_value") else batch for d in t.shape.dim]
+        if t.elem_type == onnx.TensorProto.UINT8:
+            feeds[value.name] = rng.integers(0, 256, shape, dtype=np.uint8)
+        elif value.name == "logits":
+            feeds[value.name] = rng.normal(size=shape).astype(np.float32)
+        else:
+            feeds[value.name] = rng.random(shape, dtype=np.float32)
+    return feeds
+
+
+def check_artifact_engines(art_dir: str | Path, engines: str | Sequence[str], batch: int = 16,
+                           seed: int = 0) -> dict[str, list[EngineResult]]:
+    """Every ONNX graph of the artifact at `art_dir` on each of `engines` (what `verify --engines` runs):
+    ONNX Runtime is held to PyTorch by parity, the other engines to ONNX Runtime here.
+
+    Raises:
+        ConfigError: an unknown engine name. ExportError: the manifest is missing or a file was modified.
+    """
+    from ..artifact import Manifest
+
+    art = Path(art_dir)
+    manifest = Manifest.load(art)
+    names = parse_engines(engines)
+    return {key: compare_engines(art / entry.file, random_feeds(art / entry.file, batch, seed), names)
+            for key, entry in manifest.graphs.items()}
+
+
+def format_engine_table(results: Mapping[str, Sequence[EngineResult]]) -> str:
+    """One line per graph and engine: agrees / DISAGREES (why) / skipped (why), with the version."""
+    lines = []
+    for graph, rows in results.items():
+        for r in rows:
+            state = f"skipped: {r.skipped}" if r.skipped else "agrees" if r.passed else "DISAGREES: " + "; ".join(r.failures)
+            errs = ", ".join(f"{k} {v:.1e}" for k, v in r.max_abs_err.items())
+            lines.append(f"{graph:24s} {r.engine:12s} {r.version or '-':14.14s} {state}"
+                         + (f" (max |err| {errs})" if errs else ""))
+    return "\n".join(lines)
+
+
 def compare_engines(graph: str | Path, feeds: Feeds, engines: Sequence[str] = ENGINES,
                     bar: float | None = None) -> list[EngineResult]:
     """Run `graph` on ONNX Runtime and on each of `engines`, judged as the module docstring says.

@@ -195,3 +195,15 @@ def test_demo_pipeline_agrees_with_openvino_only_after_the_rewrites(demo_graphs:
     assert any(f.startswith("logits: max |err|") for f in naive.failures)
     (rewritten,) = compare_engines(demo_graphs["pipeline"], FEEDS, ["openvino"])
     assert rewritten.passed, rewritten.failures
+
+
+def test_an_artifacts_graphs_agree_on_the_reference_evaluator(tiny_artifacts: Path) -> None:
+    """What `verify --engines` runs: every graph of a real export, each output judged against ONNX Runtime."""
+    from atld_deploy.export.engines import check_artifact_engines, format_engine_table
+
+    results = check_artifact_engines(tiny_artifacts, "reference")
+    assert set(results) >= {"classifier", "discriminator", "pipeline"}
+    for graph, (reference,) in results.items():
+        assert reference.passed and reference.max_abs_err, (graph, reference.failures)
+    table = format_engine_table(results).splitlines()
+    assert len(table) == len(results) and all(" agrees (max |err| " in line for line in table)
