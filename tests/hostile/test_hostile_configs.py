@@ -93,3 +93,31 @@ def test_a_fifo_checkpoint_is_refused_not_waited_on(run: Path) -> None:
                           "--no-progress"], capture_output=True, text=True, timeout=TIMEOUT,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert res.returncode == 2 and "checkpoint.pt" in res.stderr and "not a regular file" in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d["input"].__setitem__("size", "abc"), "input/size: 'abc' is not of type 'integer'"),
+    (lambda d: d.__setitem__("classes", ["x"]), "classes"),
+    (lambda d: d["input"].pop("size"), "'size' is a required property"),
+    (lambda d: d["graphs"]["pipeline"].__setitem__("file", "/etc/passwd"), "graphs/pipeline/file"),
+    (lambda d: d["graphs"]["pipeline"].__setitem__("file", "../../elsewhere/x.onnx"), "graphs/pipeline/file"),
+])
+def test_infer_refuses_a_malformed_manifest_in_one_line_and_writes_nothing(
+        tiny_artifacts: Path, tmp_path: Path, change: Any, message: str) -> None:
+    import hashlib
+
+    art = tmp_path / "art"
+    shutil.copytree(tiny_artifacts, art)
+    d = json.loads((art / "manifest.json").read_text())
+    change(d)
+    (art / "manifest.json").write_text(json.dumps(d))
+    (tmp_path / "images").mkdir()
+    out = tmp_path / "preds.jsonl"
+    res = subprocess.run([sys.executable, "-m", "atld_deploy", "infer", str(tmp_path / "images"), "-a", str(art), "-o",
+                          str(out), "--no-progress"], capture_output=True, text=True, timeout=TIMEOUT)
+    assert res.returncode == 2, res.stderr
+    lines = [l for l in res.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in res.stderr, res.stderr
+    assert not out.exists()
+    passwd = hashlib.sha256(Path("/etc/passwd").read_bytes()).hexdigest()
+    assert passwd[:16] not in res.stderr  # no hash oracle for files outside the artifact
