@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = ["docs/SERVING.md"]  # every markdown file that quotes code
+DOCS = ["docs/SERVING.md", "README.md"]  # every markdown file that quotes code
 MARKER = re.compile(r"<!-- excerpt: (\S+) (\d+)-(\d+) -->\n```[a-z+]*\n(.*?)```\n", re.S)
 
 
