@@ -56,7 +56,7 @@ def infer(
     executor: str = typer.Option("local", help="local (this process) | ray (Ray Data: an actor pool, on one machine or a "
                                  "cluster; also writes DIR.parquet; see docs/RAY.md)."),
     ray_address: Optional[str] = typer.Option(None, help="--executor ray: the cluster to join (auto: the one `ray start` "
-                                              "or $RAY_ADDRESS names); default: start a local one."),
+                                              "or $RAY_ADDRESS names); default: $RAY_ADDRESS if set, else start a local one."),
     ray_actors: Optional[int] = typer.Option(None, help="--executor ray: model actors (default: one per free GPU, else "
                                              "the free CPUs less the one the reads need)."),
     ray_cpus_per_actor: Optional[float] = typer.Option(None, help="--executor ray: CPUs each actor reserves (default 1)."),

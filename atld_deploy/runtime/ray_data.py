@@ -285,7 +285,7 @@ def infer_ray(images: str | os.PathLike[str], art: str | os.PathLike[str], outpu
         art: the artifact directory (checked here first; each actor loads it again).
         output: .jsonl / .csv (the same lines as local `infer`, written atomically) or DIR.parquet (a dataset).
         address: the cluster to join (`auto`: the one `ray start` or $RAY_ADDRESS names); None: the cluster
-            this process already joined, else a new local one stopped at the end.
+            this process already joined, else $RAY_ADDRESS if set, else a new local one stopped at the end.
         actors, cpus_per_actor, gpus_per_actor: the pool (default: `plan_pool`).
         predictor: the callable class to run (a subclass of `ArtifactPredictor`).
         Others: as for `infer_folder` / `Classifier.load`.
@@ -326,25 +326,27 @@ def infer_ray(images: str | os.PathLike[str], art: str | os.PathLike[str], outpu
         preds = ds.map_batches(predictor, fn_constructor_kwargs=kwargs, batch_size=batch_size, batch_format="numpy",
                                compute=ray.data.ActorPoolStrategy(size=pool.actors), num_cpus=pool.cpus,
                                num_gpus=pool.gpus)  # Ray Data restarts dead actors and retries their batches
-        counts = _write_parquet(preds, output) if fmt == "parquet" else _write_lines(preds, output, suspect)
+        wanted = None if items is None else [item["path"] for item in items]
+        if fmt == "parquet":
+            classified, unreadable = _write_parquet(preds, output, wanted)
+        else:
+            classified, unreadable = _write_lines(preds, output, suspect, wanted)
     finally:
         if started:
             ray.shutdown()
-    classified, unreadable, paths = counts
-    if items is not None:
-        check_complete(paths, [item["path"] for item in items], output)
     return FolderSummary(classified=classified, unreadable=unreadable, skipped=0, previous_classified=0,
                          previous_unreadable=0, seconds=time.perf_counter() - t0, backend=pool.describe(),
                          output=output)
 
 
-def check_complete(paths: list[str], wanted: list[str], output: Path) -> None:
-    """Every file of the walk exactly once in the rows Ray returned.
+def check_complete(paths: list[str], wanted: list[str] | None, output: Path) -> None:
+    """Every file of the walk exactly once in the rows Ray returned (`wanted` None: a URI, not walked here);
+    checked before the output is put in place.
 
     Raises:
         EngineError: a file missing or repeated (the output is then not to be trusted).
     """
-    if len(paths) == len(wanted) and set(paths) == set(wanted):
+    if wanted is None or (len(paths) == len(wanted) and set(paths) == set(wanted)):
         return
     seen: dict[str, int] = {}
     for p in paths:
@@ -352,8 +354,8 @@ def check_complete(paths: list[str], wanted: list[str], output: Path) -> None:
     missing = [p for p in wanted if p not in seen]
     repeated = sorted(p for p, n in seen.items() if n > 1)
     raise EngineError(f"Ray returned {len(paths)} rows for {len(wanted)} files ({len(missing)} missing, e.g. "
-                      f"{missing[:3]}; {len(repeated)} repeated, e.g. {repeated[:3]}): {output} is incomplete; rerun "
-                      f"the job")
+                      f"{missing[:3]}; {len(repeated)} repeated, e.g. {repeated[:3]}): {output} was not written; "
+                      f"rerun the job")
 
 
 def _row(rec: Mapping[str, Any]) -> Row:
@@ -361,7 +363,7 @@ def _row(rec: Mapping[str, Any]) -> Row:
             rec.get("suspect"))
 
 
-def _write_lines(preds: Any, output: Path, suspect: bool) -> tuple[int, int, list[str]]:
+def _write_lines(preds: Any, output: Path, suspect: bool, wanted: list[str] | None) -> tuple[int, int]:
     """Stream the rows into a temporary file beside `output`, renamed over it once complete."""
     from ..io import atomic_path
 
@@ -381,13 +383,14 @@ def _write_lines(preds: Any, output: Path, suspect: bool) -> tuple[int, int, lis
                     classified += len(rows) - n_err
             finally:
                 writer.close()
+            check_complete(paths, wanted, output)
             os.replace(named, tmp)
         finally:
             named.unlink(missing_ok=True)
-    return classified, unreadable, paths
+    return classified, unreadable
 
 
-def _write_parquet(preds: Any, output: Path) -> tuple[int, int, list[str]]:
+def _write_parquet(preds: Any, output: Path, wanted: list[str] | None) -> tuple[int, int]:
     """Write the dataset into a fresh folder beside `output`, then put it in place of the old one (which
     `check_ray_request` made sure is a Parquet dataset)."""
     import pyarrow.parquet as pq
@@ -397,6 +400,7 @@ def _write_parquet(preds: Any, output: Path) -> tuple[int, int, list[str]]:
     try:
         preds.write_parquet(os.fspath(tmp))
         table = pq.read_table(tmp, columns=["path", "error"])
+        check_complete([str(p) for p in table.column("path").to_pylist()], wanted, output)
         if output.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old.", dir=output.parent))
             os.replace(output, old / "data")
@@ -406,9 +410,8 @@ def _write_parquet(preds: Any, output: Path) -> tuple[int, int, list[str]]:
             os.replace(tmp, output)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    paths = [str(p) for p in table.column("path").to_pylist()]
     classified = table.column("error").null_count
-    return classified, len(paths) - classified, paths
+    return classified, table.num_rows - classified
 
 
 def infer_ray_cli(images: str, art: str | os.PathLike[str], output: Path, *, imt: str,

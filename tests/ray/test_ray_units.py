@@ -78,5 +78,5 @@ def test_a_missing_or_repeated_file_in_rays_rows_is_an_error() -> None:
 
     check_complete(["b.png", "a.png"], ["a.png", "b.png"], Path("p.jsonl"))  # order is not completeness
     with pytest.raises(EngineError, match=r"2 rows for 2 files \(1 missing, e.g. \['b.png'\]; 1 repeated, e.g. "
-                                          r"\['a.png'\]\): p.jsonl is incomplete"):
+                                          r"\['a.png'\]\): p.jsonl was not written"):
         check_complete(["a.png", "a.png"], ["a.png", "b.png"], Path("p.jsonl"))
