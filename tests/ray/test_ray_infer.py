@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import signal
 from pathlib import Path
 from typing import Any, Iterator
@@ -162,3 +163,25 @@ def test_bytes_and_image_layouts_give_the_same_rows(images: Path, tiny_artifacts
     by_name = {Path(r["path"]).name: (r["label"], r["error"]) for r in table}
     d1 = {Path(r[0]).name: (r[1], r[5]) for r in local if r[0].startswith("d1/")}
     assert by_name == d1
+
+
+def test_csv_with_a_detector_threshold_has_the_same_suspect_flags(images: Path, tiny_artifacts: Path,
+                                                                  tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from atld_deploy.artifact import Manifest
+
+    art = tmp_path / "art"
+    shutil.copytree(tiny_artifacts, art)
+    m = Manifest.load(art)
+    replace(m, detector={"threshold": 0.5, "fpr": 0.05}).save(art)  # a threshold without fitting one
+    outs = {}
+    for executor in ("local", "ray"):
+        outs[executor] = tmp_path / f"{executor}.csv"
+        assert main(["infer", str(images), "-a", str(art), "-o", str(outs[executor]), "--backend", "onnxruntime",
+                     "--executor", executor, "--no-progress"]) == 3
+    local, remote = (list(iter_rows(outs[e])) for e in ("local", "ray"))
+    assert_same_rows(remote, local)
+    assert [r[6] for r in remote] == [r[6] for r in local]
+    assert {r[6] for r in local if r[5] is None} <= {True, False} and any(r[6] is not None for r in local)
+    assert outs["ray"].read_text().splitlines()[0] == '"path","label","class","confidence","p_natural","error","suspect"'
