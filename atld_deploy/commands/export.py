@@ -81,6 +81,9 @@ def verify(
     parity_random: int = typer.Option(64, help="Uniform random images."),
     record: bool = typer.Option(False, "--record", help="Write the result into the artifact (parity.json and the "
                                 "manifest's verified flag); that removes a signature, so sign it again."),
+    engines: Optional[str] = typer.Option(None, "--engines", help="Also run every graph on these inference engines "
+                                          "and hold them to ONNX Runtime within the fp32 bars: any of onnxruntime, "
+                                          "openvino, opencv, reference (those not installed are reported as skipped)."),
 ) -> None:
     """Re-check an artifact directory: file hashes, then parity of every graph/engine against PyTorch.
     Read-only unless --record."""
@@ -89,6 +92,14 @@ def verify(
 
     report = verify_artifacts(art, backends=[backend], n_real=parity_real, n_random=parity_random, record=record)
     typer.echo(report.table())
+    if engines is not None:
+        from ..export.engines import check_artifact_engines, format_engine_table
+
+        results = check_artifact_engines(art, engines)
+        typer.echo(format_engine_table(results))
+        bad = [f"{g} on {r.engine}" for g, rows in results.items() for r in rows if not r.skipped and not r.passed]
+        if bad:
+            raise ParityError(f"{art}: these engines disagree with ONNX Runtime beyond the fp32 bars: {', '.join(bad)}")
     where = f"details in {art / 'parity.json'}; manifest marked verified: false" if record else "nothing was written"
     if not report.passed:
         raise ParityError(f"parity failed for {art} ({where})")
