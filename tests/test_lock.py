@@ -25,7 +25,7 @@ LOCKED_EXTRAS = ("cpu", "dev", "sign", "cpp")  # what `make lock` resolves, besi
 SERVE_EXTRAS = ("cpu", "dev", "sign", "serve")
 LOCKED_GROUPS = ("tools",)
 # modules of distributions that live in another venv (the serve venv) and so are unknown to this one
-ELSEWHERE = {"pytriton": "nvidia-pytriton"}
+ELSEWHERE = {"pytriton": "nvidia-pytriton", "cv2": "opencv-python-headless"}  # modules not installed here
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;#]+)$")
 
 
