@@ -70,12 +70,12 @@ MARKER = re.compile(r"(?P<value>[^\s(>]*)<!--m (?P<file>\S+) (?P<path>\S+) (?P<f
 MEASUREMENTS = Path(__file__).resolve().parents[1] / "docs" / "measurements"
 
 
-_AGGREGATES = {"@mean": lambda v: sum(v) / len(v), "@min": min, "@max": max}
+_AGGREGATES = {"@mean": lambda v: sum(v) / len(v), "@min": min, "@max": max, "@count": len}
 
 
 def _resolve(doc: Any, path: str) -> Any:
     """Walk `path` ("::"-separated keys or list indices) into `doc`; `*` maps the rest of the path over a list,
-    `@mean`/`@min`/`@max` reduce a list (a spread over seeds is quoted from the per-seed values)."""
+    `@mean`/`@min`/`@max`/`@count` reduce a list (a spread over seeds is quoted from the per-seed values)."""
     keys = path.split("::")
     for i, key in enumerate(keys):
         if key == "*":
