@@ -70,8 +70,9 @@ $(RAY_STAMP): $(STAMP) $(RAY_LOCK)
 test-ray: $(RAY_STAMP)
 	$(PY) -m pytest -q -m 'not bench' tests/ray
 
-# everything but the benchmarks: the default suite, the slow tests, then the serve tests
-test-all: $(STAMP) $(SERVE_STAMP)
+# everything but the benchmarks: the default suite and the slow tests (Ray's on a real local cluster), then the
+# serve tests in their own venv
+test-all: $(RAY_STAMP) $(SERVE_STAMP)
 	$(PY) -m pytest -q -m 'not bench'
 	$(SERVE_PY) -m pytest -q tests/serve
 
