@@ -4,7 +4,7 @@ Each graph and engine is run by the runner the backend selector (`runtime.select
 ONNX Runtime on the CPU, ONNX Runtime on CUDA with IOBinding where a GPU serves, TensorRT -- so a pass
 vouches for the code that serves the bytes. A graph that keeps `images_imt` internal is also run as a
 verification variant that outputs it (written to a temporary directory, never into the artifact); its other
-outputs must equal the served graph's exactly, so the step judged is the served graph's.
+outputs must be the served graph's (bit for bit on the CPU), so the step judged is the served graph's.
 
 With `record`, writes `ART/parity.json` atomically and sets the manifest's `verified` flag; never deletes anything.
 """

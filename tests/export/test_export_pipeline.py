@@ -112,7 +112,7 @@ def test_every_exported_kind_is_in_the_manifest_as_the_catalogue_describes_it(ex
         ins, outs = kind.specs(len(m.classes), m.input["channels"], m.input["size"])
         assert (g.inputs, g.outputs, g.precision, g.file) == (ins, outs, kind.precision, f"{kind.key}.onnx")
         (entry,) = [e for e in entries if e["graph"] == kind.key]  # judged once, by the serving runner
-        assert entry["runner"].startswith("atld_deploy.runtime.ort_runner.OnnxRuntimeRunner (CPUExecutionProvider)")
+        assert entry["runner"] == "atld_deploy.runtime.ort_runner.OnnxRuntimeRunner on onnxruntime (CPUExecutionProvider)"
         for backend in ("onnxruntime", "torch"):  # and served by the selector
             runner, _ = open_runner(art, m, kind.key, backend=backend, device="cpu")
             assert [t.name for t in runner.outputs] == [t.name for t in kind.outputs]

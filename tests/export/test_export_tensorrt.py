@@ -38,7 +38,7 @@ def test_engine_parity_with_pytorch(engines: Path) -> None:
     report = verify_artifacts(engines, backends=["tensorrt"], n_real=128, n_random=32)
     assert report.passed, report.table()
     # judged through the runner `infer` serves engines with, not another TensorRT binding
-    assert report.entries and all(e.runner.startswith("atld_deploy.runtime.trt_runner.TensorRTRunner (")
+    assert report.entries and all(e.runner.startswith("atld_deploy.runtime.trt_runner.TensorRTRunner on ")
                                   for e in report.entries), [e.runner for e in report.entries]
 
 

@@ -3,7 +3,8 @@ all be rejected by parity -- in float32 and float16 -- while the correct export 
 
 Each mutant is the project's `PipelineFunction` with one bug (a wrong configuration baked into the graph,
 or one wrong line in its forward), traced and exported by the project's own `export_onnx`, then judged by
-`onnx_graph_parity` against the correct PyTorch reference, exactly as `export` and `verify` judge a graph.
+`onnx_graph_parity` against the correct PyTorch reference through the runtime's ONNX Runtime runner, exactly
+as `export` and `verify` judge a graph.
 The models are tiny (a 2-conv classifier, a 2-layer discriminator, fixed seeds) so the suite stays fast.
 """
 
@@ -162,6 +163,7 @@ def verdicts(setting: tuple[nn.Module, nn.Module, IMTConfig, torch.Tensor],
 def test_correct_export_passes(verdicts: dict[tuple[str, str], GraphParity], variant: str) -> None:
     res = verdicts[variant, "none"]
     assert res.passed, res.failures
+    assert res.runner.startswith("atld_deploy.runtime.ort_runner.OnnxRuntimeRunner on ")  # the runner infer serves with
     # the step check had something to check, both band decisions among it
     assert res.step is not None and res.step.pixels_checked > 1000 and 0 < res.step.examples_in_band < res.step.examples
 

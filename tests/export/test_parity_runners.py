@@ -54,7 +54,7 @@ def test_verify_judges_the_runner_infer_opens(art: Path) -> None:
     for e in report.entries:
         served, _ = open_runner(art, m, e.graph, backend="onnxruntime", device="cpu")
         served.close()
-        assert e.runner.startswith(f"{type(served).__module__}.{type(served).__qualname__} ("), e.runner
+        assert e.runner.startswith(f"{type(served).__module__}.{type(served).__qualname__} on "), e.runner
         assert e.runner.startswith("atld_deploy.runtime.ort_runner.OnnxRuntimeRunner"), e.runner
     pipe = next(e for e in report.entries if e.graph == "pipeline")
     assert pipe.step is not None and pipe.step.pixels_checked > 1000  # images_imt reached it through the variant
@@ -81,3 +81,15 @@ def test_a_step_variant_that_is_not_the_served_graph_fails_parity(art: Path, mon
     assert pipe.failures == ["p_natural: the served graph and its variant with images_imt exposed disagree, so the "
                              "step checked would not be the served graph's"]
     assert all(e.passed for e in report.entries if e.graph != "pipeline")
+
+
+def test_twin_outputs_are_the_served_graphs_bit_for_bit_on_cpu_and_within_the_bar_elsewhere() -> None:
+    from atld_deploy.export.parity import same_computation
+
+    served = np.linspace(-3.0, 3.0, 50, dtype=np.float32)
+    ulp = np.nextafter(served, np.float32(9.0))
+    assert same_computation(served, served.copy(), "cpu", "fp32")
+    assert not same_computation(served, ulp, "cpu", "fp32")  # one ulp is a different computation on the CPU
+    assert same_computation(served, ulp, "cuda", "fp32")  # GPU kernels may differ per session by rounding
+    assert not same_computation(served, served + 4e-3, "cuda", "fp32")  # beyond 1e-3 x max(1, |served|) = 3e-3
+    assert not same_computation(served, served[:-1], "cpu", "fp32")
