@@ -33,16 +33,23 @@ def test_summary_and_plain_epoch_lines(tmp_path: Path) -> None:
     assert "trained standard wrn-10-1 on digits for 2 epochs" in out
 
 
+# far more epochs than any machine trains before the signal lands (an idle one does a tiny epoch in a second)
+LONG = "100000"
+
+
 def test_ctrl_c_names_the_resume_command(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    proc = _start(out, "--epochs", "30")
-    deadline = time.time() + 400
-    while not (out / "checkpoint.pt").exists():
-        assert proc.poll() is None, proc.communicate()[1]
-        assert time.time() < deadline, "no epoch finished"
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=300)
+    proc = _start(out, "--epochs", LONG)
+    try:
+        deadline = time.time() + 400
+        while not (out / "checkpoint.pt").exists():
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.time() < deadline, "no epoch finished"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
     assert proc.returncode == 130, err
     assert f"Continue with: atld-deploy train --output {out} --resume" in err and "Traceback" not in err
 
@@ -51,14 +58,19 @@ def test_ctrl_c_before_the_first_epoch_of_an_overwrite_puts_the_old_run_back(tin
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     before = tree(run)
-    proc = _start(run, "--epochs", "30", "--overwrite")
-    deadline = time.time() + 300
-    while not any(p.name.startswith(".run.replaced-") for p in tmp_path.iterdir()):  # the old run moved aside
-        assert proc.poll() is None, proc.communicate()[1]
-        assert time.time() < deadline
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=300)
+    proc = _start(run, "--epochs", LONG, "--overwrite")
+    try:
+        deadline = time.time() + 300
+        # the old run moved aside (or, on a fast machine, the new run's first epoch already saved)
+        while not any(p.name.startswith(".run.replaced-") for p in tmp_path.iterdir()) and not (
+                (run / "metrics.jsonl").exists()):
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.time() < deadline
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
     assert proc.returncode == 130, err
     if "was put back" in err:
         assert tree(run) == before
