@@ -58,12 +58,13 @@ def test_ctrl_c_before_the_first_epoch_of_an_overwrite_puts_the_old_run_back(tin
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     before = tree(run)
+    old_metrics = (run / "metrics.jsonl").read_bytes()
     proc = _start(run, "--epochs", LONG, "--overwrite")
     try:
         deadline = time.time() + 300
         # the old run moved aside (or, on a fast machine, the new run's first epoch already saved)
         while not any(p.name.startswith(".run.replaced-") for p in tmp_path.iterdir()) and not (
-                (run / "metrics.jsonl").exists()):
+                (run / "metrics.jsonl").exists() and (run / "metrics.jsonl").read_bytes() != old_metrics):
             assert proc.poll() is None, proc.communicate()[1]
             assert time.time() < deadline
             time.sleep(0.02)
