@@ -60,12 +60,16 @@ def test_cifar_missing_and_malformed(tmp_path: Path) -> None:
 def test_cifar_reader_refuses_foreign_pickles(tmp_path: Path) -> None:
     folder = _write_cifar(tmp_path, "cifar10")
 
+    import builtins
+
     class Evil:
         def __reduce__(self):  # noqa: D105
-            return (print, ("owned",))
+            return (getattr(builtins, "exec"), ("print('owned')",))
 
-    with open(folder / "test_batch", "wb") as f:
-        pickle.dump({"data": Evil(), "labels": []}, f)
+    # pickle names a callable by its module and qualname; name builtins.print explicitly, since other libraries
+    # (Ray's tqdm integration) replace builtins.print in a process that imported them
+    payload = pickle.dumps({"data": Evil(), "labels": []}, protocol=0, fix_imports=False).replace(b"\nexec\n", b"\nprint\n")
+    (folder / "test_batch").write_bytes(payload)
     with pytest.raises(DataError, match="refusing to load builtins.print"):
         load_dataset("cifar10", tmp_path)
 

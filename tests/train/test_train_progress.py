@@ -17,9 +17,12 @@ ARGS = ["--arch", "wrn-10-1", "--method", "standard", "--no-progress"]
 
 
 def _start(out: Path, *extra: str) -> subprocess.Popen[str]:
+    # SIGINT back to its default in the child: a shell starts background jobs with it ignored, and Python then
+    # installs no KeyboardInterrupt handler, so the signal this test sends would never arrive
     return subprocess.Popen([sys.executable, "-m", "atld_deploy", "train", "--output", str(out), *ARGS, *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def test_summary_and_plain_epoch_lines(tmp_path: Path) -> None:
