@@ -85,7 +85,9 @@ def reproduce(
     epochs: int = typer.Option(15, help="Training epochs, the same for every method."),
     n: int = typer.Option(300, help="Test examples evaluated (the same seeded subset for every model)."),
     arch: str = typer.Option("wrn-10-1", help="Classifier of every method."),
-    seed: int = typer.Option(0, help="Training and evaluation seed."),
+    seed: int = typer.Option(0, help="Training and evaluation seed (the first, with --seeds)."),
+    seeds: int = typer.Option(1, help="How many seeds (seed, seed+1, ...): each trains and evaluates every method; "
+                              "the report gives every figure's spread over them."),
     threads: int = typer.Option(0, help="torch CPU threads (0: leave torch's default)."),
 ) -> None:
     """Train standard, pgd-at, feature-scattering and atld on digits with equal budgets, evaluate each under
@@ -101,10 +103,10 @@ def reproduce(
 
     if threads > 0:
         torch.set_num_threads(threads)
-    settings = ReproSettings(workdir=workdir, epochs=epochs, n=n, seed=seed, arch=arch)
+    settings = ReproSettings(workdir=workdir, epochs=epochs, n=n, seed=seed, arch=arch, seeds=seeds)
     # the resolved options, not sys.argv: the same under a test runner, and every default spelled out
     command = " ".join(["atld-deploy reproduce", "--output", shlex.quote(str(out)), "--workdir", shlex.quote(str(workdir)),
-                        "--epochs", str(epochs), "--n", str(n), "--arch", arch, "--seed", str(seed)]
+                        "--epochs", str(epochs), "--n", str(n), "--arch", arch, "--seed", str(seed), "--seeds", str(seeds)]
                        + (["--threads", str(threads)] if threads > 0 else []))
     run_reproduction(settings, out, echo=typer.echo, command=command)
 

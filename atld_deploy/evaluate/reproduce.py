@@ -42,6 +42,13 @@ class ReproSettings:
     batch_size: int = 50
     attacks: tuple[str, ...] = REPRO_ATTACKS
     square_queries: int = 300
+    seeds: int = 1  # seeds seed, seed+1, ...; the report gives each figure's spread over them
+
+    def for_seed(self, i: int) -> "ReproSettings":
+        """The settings of the i-th seed: seed + i, its runs under workdir/seed-<seed> (the first keeps workdir)."""
+        from dataclasses import replace
+
+        return self if i == 0 else replace(self, seed=self.seed + i, workdir=self.workdir / f"seed-{self.seed + i}")
 
 
 @dataclass
@@ -103,26 +110,54 @@ def reproduce(settings: ReproSettings, out: Path, echo: Callable[[str], None] = 
         one `MethodResult` per method, in `METHODS` order.
     """
     t_all = time.perf_counter()
-    results = []
-    for method in METHODS:
-        run_dir, _ = _train(method, settings, echo)
-        # the run's own training time (its epochs' seconds), not this invocation's: a resumed run keeps its time
-        train_s = sum(json.loads(l)["seconds"] for l in (run_dir / "metrics.jsonl").read_text().splitlines() if l.strip())
-        rep, eval_s = _evaluate(method, run_dir, settings, echo)
-        summary = json.loads((run_dir / "summary.json").read_text())
-        results.append(MethodResult(method, run_dir, train_s, eval_s, rep, summary))
-        echo(f"        {method}: trained in {train_s:.0f} s, evaluated in {eval_s:.0f} s")
+    if settings.seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1, got {settings.seeds}")
+    per_seed = []
+    for i in range(settings.seeds):
+        s = settings.for_seed(i)
+        results = []
+        for method in METHODS:
+            run_dir, _ = _train(method, s, echo)
+            # the run's own training time (its epochs' seconds), not this invocation's: a resumed run keeps its time
+            train_s = sum(json.loads(l)["seconds"] for l in (run_dir / "metrics.jsonl").read_text().splitlines() if l.strip())
+            rep, eval_s = _evaluate(method, run_dir, s, echo)
+            summary = json.loads((run_dir / "summary.json").read_text())
+            results.append(MethodResult(method, run_dir, train_s, eval_s, rep, summary))
+            echo(f"        {method} (seed {s.seed}): trained in {train_s:.0f} s, evaluated in {eval_s:.0f} s")
+        per_seed.append(results)
+    results = per_seed[0]
     total = time.perf_counter() - t_all
     cmd = command or "atld-deploy " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    text = render(results, settings, cmd, total)
+    text = render(results, settings, cmd, total, per_seed)
     write_bytes_atomic(out, text.encode())
     echo(table1(results))
     echo(f"wrote {out} ({len(text)} characters) in {total:.0f} s")
     return results
 
 
-def render(results: list[MethodResult], s: ReproSettings, command: str, total_seconds: float) -> str:
-    """The whole REPRODUCTION.md."""
+def spread_section(per_seed: list[list[MethodResult]]) -> list[str]:
+    """Each worst-case and published figure of the Table 1 analogue as mean, min and max over the seeds."""
+    seeds = [r[0].report.meta.get("seed") for r in per_seed]
+    lines = ["", f"## Spread over {len(per_seed)} seed(s): {', '.join(str(x) for x in seeds)}", "",
+             "Accuracy %, mean [min-max] over the seeds (each seed trains and evaluates every method afresh).", "",
+             "| method | model | protocol | attack | mean [min-max] |", "|---|---|---|---|---|"]
+    first = per_seed[0]
+    for i, r in enumerate(first):
+        for rec in r.report.records:
+            if rec["protocol"] == "adaptive" and rec["model"] == "static":
+                continue
+            vals = [seed[i].report.accuracy(rec["model"], rec["attack"], rec["protocol"]) for seed in per_seed]
+            vals = [v for v in vals if v is not None]
+            if not vals:
+                continue
+            lines.append(f"| {r.method} | {rec['model']} | {rec['protocol']} | {rec['attack']} | "
+                         f"{100 * sum(vals) / len(vals):.1f} [{100 * min(vals):.1f}-{100 * max(vals):.1f}] |")
+    return lines
+
+
+def render(results: list[MethodResult], s: ReproSettings, command: str, total_seconds: float,
+           per_seed: list[list[MethodResult]] | None = None) -> str:
+    """The whole REPRODUCTION.md (`per_seed`: every seed's results, the first being `results`)."""
     from ..measure import machine
     from ..run import read_run_meta
 
@@ -148,6 +183,9 @@ def render(results: list[MethodResult], s: ReproSettings, command: str, total_se
         f"- Equal budgets: every method trains {cfg.arch} for {cfg.epochs} epochs, batch {cfg.batch_size}, SGD lr {cfg.lr:g} "
         f"(x0.1 after epochs {' and '.join(str(m) for m in milestones)}: the preset's fractions of the run), "
         f"seed {s.seed}. ATLD's discriminator: depth {s.d_depth}, widen {s.d_widen}.",
+        f"- Seeds: {len(per_seed or [results])} (training and evaluation seed {s.seed}"
+        f"{f' to {s.seed + len(per_seed) - 1}' if per_seed and len(per_seed) > 1 else ''}); the tables below are seed "
+        f"{s.seed}'s, the last section gives every figure's spread over the seeds.",
         f"- Evaluation: the same {s.n} seeded test examples (seed {s.seed}) for every model; attacks "
         f"{', '.join(s.attacks)} (Square: {s.square_queries} queries); PGD step eps/4 with random start, CW margin 50 (see the evaluation protocol).",
         f"- Wall time of this invocation: {total_seconds:.0f} s (finished runs and cached evaluations are reused; the "
@@ -160,6 +198,7 @@ def render(results: list[MethodResult], s: ReproSettings, command: str, total_se
         lines.append(f"| {r.method} | {r.train_seconds:.0f} | {r.eval_seconds:.0f} | `{r.run_dir}` |")
     lines += ["", f"## Table 1 analogue (accuracy %, {cfg.dataset}, eps {cfg.eps:g})", "", table1(results), ""]
     lines += claims_section(results)
+    lines += spread_section(per_seed or [results])
     lines += ["", "## Full tables per method", ""]
     for r in results:
         lines += [f"### {r.method}", "", format_markdown(r.report)]

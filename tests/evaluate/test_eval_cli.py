@@ -64,14 +64,18 @@ def test_eval_bad_input_is_one_clear_error(tiny_run, tmp_path: Path, capsys: pyt
 def test_reproduce_end_to_end_writes_the_report_it_prints(tmp_path: Path) -> None:
     out = tmp_path / "REPRODUCTION.md"
     result = CliRunner().invoke(app, ["reproduce", "--out", str(out), "--workdir", str(tmp_path / "w"),
-                                      "--epochs", "1", "--n", "16"])
+                                      "--epochs", "1", "--n", "16", "--seeds", "2"])
     assert result.exit_code == 0, result.output
     text = out.read_text()
     table = result.output.split("[eval] atld")[-1]
     table = table[table.index("| model |"):table.index("wrote")].strip()
     assert table in text  # the numbers in the file are the ones the command printed
-    for needle in ("Which of the paper's claims hold", "CIFAR-100", "SVHN", "~144 h", "--epochs 1 --n 16 --arch wrn-10-1"):
+    for needle in ("Which of the paper's claims hold", "CIFAR-100", "SVHN", "~144 h", "--epochs 1 --n 16 --arch wrn-10-1",
+                   "- Seeds: 2 (training and evaluation seed 0 to 1)", "## Spread over 2 seed(s): 0, 1"):
         assert needle in text
+    assert (tmp_path / "w" / "seed-1" / "atld" / "summary.json").is_file()  # the second seed trained its own runs
+    spread = text.split("## Spread over")[1]
+    assert "| atld | imt+ | worst-case | all |" in spread
 
 
 def test_eval_reports_overall_progress_that_reaches_its_total(tiny_run, capsys: pytest.CaptureFixture[str]) -> None:
