@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .errors import AtldError
-
-MARKER_MAX_BYTES = 16 << 20  # a marker file is small JSON; a larger one is not ours
+from .io import MAX_JSON_BYTES as MARKER_MAX_BYTES  # a marker is small JSON; a larger file is not ours
 # temporary files the tool's atomic writes leave only when killed mid-write: `.NAME.<random>.tmp`
 _TMP_PREFIX, _TMP_SUFFIX = ".", ".tmp"
 
