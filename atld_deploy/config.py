@@ -110,7 +110,7 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
-# The paper's settings per data set (atld-method.md); digits' are this project's own (README).
+# The paper's settings per data set (docs/METHOD.md); digits' are this project's own.
 # lr_milestones are fractions of the run's length (the paper's epochs 60 and 90 of 400), so a shortened or
 # lengthened run decays at the same relative points; make_config turns them into epochs.
 PRESETS: dict[str, dict[str, Any]] = {

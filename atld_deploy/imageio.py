@@ -299,8 +299,8 @@ _decoder: list[Callable[[bytes, int], np.ndarray] | None] = []  # [] = not probe
 def _libpng_decoder() -> Callable[[bytes, int], np.ndarray] | None:
     """torchvision's `image::decode_png` op, loaded once and self-tested against Pillow; None if it cannot be used.
 
-    The op is registered by torchvision's image extension. `import torchvision` would register it too but costs
-    2-3 s (it imports every model and data set module), so the extension library is loaded directly, the way
+    The op is registered by torchvision's image extension. `import torchvision` would register it too but is
+    slow (it imports every model and data set module), so the extension library is loaded directly, the way
     `torchvision.io` itself loads it; a torchvision whose op behaves differently (or no longer has it: its image
     ops are slated to move out of torchvision) fails the self-test and every file goes to Pillow.
     """

@@ -63,7 +63,7 @@ def test_a_config_written_before_fractions_and_bands_still_loads() -> None:
 @pytest.fixture
 def one_thread() -> object:
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny model on a shared 2-core box: the second thread only synchronises
+    torch.set_num_threads(1)  # a tiny model: a second thread only synchronises
     yield
     torch.set_num_threads(threads)
 

@@ -1,4 +1,4 @@
-"""Checks that make a broken evaluation loud (evaluation-protocol.md, section 3).
+"""Checks that make a broken evaluation loud (docs/EVALUATION.md).
 
 Each check returns warnings, dicts with `check`, `model`, `protocol`, `attack` and a `message` saying what
 was seen and what it usually means. Differences are judged against paired sampling noise: with `b` examples

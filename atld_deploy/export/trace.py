@@ -1,6 +1,6 @@
 """Trace the IMT pipeline (a forward that calls autograd) into one forward-only ATen graph, then to ONNX.
 
-No exporter handles `torch.autograd.grad` inside a forward (see deployment-facts.md). `make_fx` does: it
+No exporter handles `torch.autograd.grad` inside a forward (docs/EXPORT.md). `make_fx` does: it
 records the backward pass as ATen ops. With PyTorch's core decompositions every backward op becomes a
 forward op except `convolution_backward`; its input-gradient is a transposed convolution with the same
 weight, stride, padding, dilation and groups (weight and bias gradients are never needed here).

@@ -327,7 +327,7 @@ def resolve_mode(art: Path, manifest: Manifest, imt: bool | str) -> tuple[str, s
     if mode == "auto":
         decision = decide(manifest.card or None, available_modes(str(manifest.imt.get("mode", "")), list(manifest.graphs)),
                           exported)
-        if not manifest.card:  # no evidence: today's behaviour, the pipeline as exported
+        if not manifest.card:  # no evidence to choose by: serve the pipeline as exported
             return "pipeline", exported, decision
         mode = decision.mode
         log.info("%s: auto serves %s: %s", art, LABELS[mode], decision.reason)

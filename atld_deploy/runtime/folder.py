@@ -88,9 +88,8 @@ class Entry(NamedTuple):
 
 
 def default_workers(device: str) -> int:
-    """Decoder threads: on the CPU the model's own threads need the other half of the cores (measured on 2 cores:
-    1 decoder did as well as 2 and better than 3, see README "Speed"); on a GPU decoding is the only CPU work.
-    At most 8."""
+    """Decoder threads: on the CPU the model's own threads need the other half of the cores; on a GPU decoding is
+    the only CPU work. At most 8 (`benchmarks/bench_infer.py --workers N` compares counts)."""
     cpus = os.cpu_count() or 1
     return max(1, min(8, cpus if device == "cuda" else cpus // 2))
 

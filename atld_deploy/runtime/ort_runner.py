@@ -57,8 +57,7 @@ class OnnxRuntimeRunner(Runner):
             raise EngineError(f"onnxruntime device must be one of {sorted(PROVIDERS)}, got {device!r}")
         self.path = Path(path)
         self.threads = threads  # 0: ONNX Runtime's default (one per physical core)
-        # Idle intra-op threads spin by default, burning the cores that decoder threads (and other processes)
-        # need; measured on the 2-core box: no spinning was faster for raw batches too.
+        # Idle intra-op threads spin by default, burning the cores that decoder threads (and other processes) need
         self.spin = spin
         self.iobinding = device == "cuda" if iobinding is None else iobinding  # always on cuda
         self._session: Any = None

@@ -79,7 +79,7 @@ def test_imt_aware_loss_adds_lambda_log_p_natural_to_the_ascended_objective() ->
         ATTACKS["pgd20-imtloss"].fn(model, x, y, AttackContext(0.2, 3, 0, torch.Generator()))
 
 
-_SLOW = pytest.mark.slow  # torchattacks' multi-target and query-based attacks: minutes on a shared 2-core box
+_SLOW = pytest.mark.slow  # torchattacks' multi-target and query-based attacks: minutes on a CPU
 
 
 @pytest.mark.parametrize("name", ["fgsm", "pgd20", "cw20", "apgd-ce", pytest.param("apgd-t", marks=_SLOW),
@@ -100,7 +100,7 @@ def test_every_attack_stays_in_the_threat_model_and_breaks_a_non_robust_model(ti
     with torch.no_grad():
         clean = (run.classifier(x).argmax(1) == y).float().mean().item()
         robust = (run.classifier(x_adv).argmax(1) == y).float().mean().item()
-    # a standard model at eps 0.2 on digits is not robust (atld-method.md: PGD-20 leaves 0% at 0.2)
+    # an undefended model at eps 0.2 on digits is not robust: PGD-20 takes most of its accuracy
     assert robust < clean - 0.2, (name, clean, robust)
 
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from atld_deploy.cli import app  # importing cli registers every command
 
 
-@pytest.mark.slow  # trains three toy models and renders three figures: about a minute when the box is busy
+@pytest.mark.slow  # trains three toy models and renders three figures
 def test_figures_are_written_and_non_trivial(tmp_path: Path) -> None:
     import matplotlib.image as mpimg
 

@@ -21,7 +21,7 @@ for _module in ("pytriton.triton", "tritonclient.http", "tritonclient.grpc"):
 
 from atld_deploy.runtime.serve import free_ports  # noqa: E402
 
-START_TIMEOUT_S = 180  # Triton's start and two model loads: ~10 s idle, far more on a busy 2-core box
+START_TIMEOUT_S = 180  # Triton's start and two model loads, with room for a busy machine
 STOP_TIMEOUT_S = 60
 MAX_BATCH = 8  # small, so a batch over the limit is cheap to send
 
