@@ -52,7 +52,7 @@ CARD_FILE = "CARD.md"  # the robustness card a person reads (its figures are lis
 SIGNATURE = "model.sig"
 TIMING_CACHE = "timing.cache"
 BATCH = "batch"  # the name of the dynamic batch dimension in every graph
-REEXPORT_HINT = "re-export with `atld-deploy export RUN --out ART`"
+REEXPORT_HINT = "re-export with `atld-deploy export RUN --output ART`"
 
 
 @dataclass(frozen=True)
@@ -214,7 +214,7 @@ class Manifest:
         """
         art = Path(art_dir)
         if not art.is_dir():
-            raise ArtifactError(f"artifact directory {art} does not exist; create it with `atld-deploy export RUN --out {art}`")
+            raise ArtifactError(f"artifact directory {art} does not exist; create it with `atld-deploy export RUN --output {art}`")
         path = art / MANIFEST
         d = read_json(path, ArtifactError, f"{art} is not an atld-deploy artifact directory", REEXPORT_HINT)
         m = cls.from_dict(d, where=path)
@@ -280,7 +280,7 @@ class Manifest:
         if key not in self.engines:
             raise ExportError(
                 f"no TensorRT engine {key!r} in this artifact (it has: {', '.join(sorted(self.engines)) or 'none'}); "
-                f"build it with `atld-deploy export RUN --out ART --trt` on the GPU machine"
+                f"build it with `atld-deploy export RUN --output ART --trt` on the GPU machine"
             )
         return Path(art_dir) / self.engines[key].file
 

@@ -96,7 +96,7 @@ class Run:
 def read_run_meta(path: str | Path) -> tuple[TrainConfig, tuple[str, ...], DataShape]:
     path = Path(path)
     if not path.is_dir():
-        raise CheckpointError(f"run directory {path} does not exist; train one with `atld-deploy train --out {path}`")
+        raise CheckpointError(f"run directory {path} does not exist; train one with `atld-deploy train --output {path}`")
     meta = _read_json(path / CONFIG)
     if not isinstance(meta, dict) or meta.get("format") != RUN_FORMAT:
         raise CheckpointError(f"{path / CONFIG} has format {meta.get('format') if isinstance(meta, dict) else '?'}, expected {RUN_FORMAT}")

@@ -113,7 +113,7 @@ def recipe_section() -> list[str]:
     for d in ("cifar10", "cifar100", "svhn"):
         for m, extra in (("atld", ""), ("pgd-at", ""), ("feature-scattering", " --epochs 200 --batch-size 60")):
             lines.append(f"atld-deploy train --dataset {d} --data-dir data/{d} --download --method {m}{extra} "
-                         f"--device cuda --out runs/{d}-{m}")
+                         f"--device cuda --output runs/{d}-{m}")
         lines.append(ev.format(d=d, m="atld"))
     lines += ["```", "",
               "`eval` has no `--device` option yet: it runs on the CPU, which is far too slow for 10,000 CIFAR images",

@@ -120,7 +120,7 @@ def _copy_run(run_dir: Path, dest: Path) -> dict[str, str]:
     return {name: sha256_file(dest / name) for name in (CONFIG, CLASSES, CLASSIFIER, DISCRIMINATOR)}
 
 
-ARTIFACT_DIR = Owned("artifact", MANIFEST, is_artifact_manifest, artifact_entries, ExportError, "--out")
+ARTIFACT_DIR = Owned("artifact", MANIFEST, is_artifact_manifest, artifact_entries, ExportError, "--output")
 
 
 def _is_artifact(path: Path) -> bool:
@@ -167,7 +167,7 @@ def export_run(
     """Export a trained ATLD run to `out_dir`: ONNX graphs, manifest, run copy, parity report, engines.
 
     Args:
-        run_dir: a run directory (`atld-deploy train --out RUN`).
+        run_dir: a run directory (`atld-deploy train --output RUN`).
         out_dir: the artifact directory to create or replace (atomically).
         imt_mode, eps, trt: shortcuts for the same `ExportOptions` fields; `**kw` sets any other field.
         options: a full `ExportOptions` (overrides the shortcuts).

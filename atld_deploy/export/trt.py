@@ -22,7 +22,7 @@ from ..io import read_json
 log = logging.getLogger(__name__)
 
 TIMING_CACHE = "timing.cache"
-REBUILD_HINT = "rebuild the engines on this machine with `atld-deploy export RUN --out ART --trt`"
+REBUILD_HINT = "rebuild the engines on this machine with `atld-deploy export RUN --output ART --trt`"
 NOT_INSTALLED = "the TensorRT Python package `tensorrt` is not installed (pip install 'atld-deploy[tensorrt]', TensorRT 10.x or 11.x)"
 
 

@@ -185,7 +185,7 @@ def verify_artifacts(
     if not manifest.run_dir(art).is_dir():
         raise ExportError(
             f"{art} has no run/ copy (the PyTorch reference parity compares against); re-export with "
-            f"`atld-deploy export RUN --out {art}`, or copy RUN's config.json, classes.json and *.safetensors into "
+            f"`atld-deploy export RUN --output {art}`, or copy RUN's config.json, classes.json and *.safetensors into "
             f"{manifest.run_dir(art)}"
         )
     run = load_run(manifest.run_dir(art))

@@ -79,7 +79,7 @@ class TensorRTRunner(Runner):
         if engine is None:
             raise EngineError(
                 f"TensorRT {trt.__version__} could not deserialize {self.path} (built by another TensorRT version "
-                f"or for another GPU?); rebuild it with `atld-deploy export RUN --out ART --trt` on this machine"
+                f"or for another GPU?); rebuild it with `atld-deploy export RUN --output ART --trt` on this machine"
             )
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         modes = {n: engine.get_tensor_mode(n) for n in names}
@@ -89,7 +89,7 @@ class TensorRTRunner(Runner):
             raise EngineError(
                 f"{self.path} has inputs {sorted(engine_inputs)} and outputs {sorted(set(names) - engine_inputs)}, the "
                 f"manifest expects inputs {sorted(want_in)} and outputs {sorted(want_out)}; rebuild the engine with "
-                f"`atld-deploy export RUN --out ART --trt`"
+                f"`atld-deploy export RUN --output ART --trt`"
             )
         dtypes: dict[str, str] = {}
         for n in names:
@@ -101,7 +101,7 @@ class TensorRTRunner(Runner):
             if dtypes[spec.name] != spec.dtype:
                 raise EngineError(
                     f"{self.path}: tensor {spec.name!r} is {dtypes[spec.name]} in the engine but {spec.dtype} in the "
-                    f"manifest; rebuild the engine from the artifact's graph with `atld-deploy export RUN --out ART --trt`"
+                    f"manifest; rebuild the engine from the artifact's graph with `atld-deploy export RUN --output ART --trt`"
                 )
         # every engine output needs an address, including ones the manifest's caller does not read
         self._engine_outputs = {n: dtypes[n] for n in names if modes[n] == trt.TensorIOMode.OUTPUT}

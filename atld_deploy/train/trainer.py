@@ -52,7 +52,7 @@ def _epoch_generator(cfg: TrainConfig, epoch: int) -> torch.Generator:
 
 
 RUN_DIR = Owned("run", CONFIG, is_run_marker, lambda _meta: dict.fromkeys(RUN_FILES[1:] + (REPRO_CACHE,)),
-                ConfigError, "--out")
+                ConfigError, "--output")
 
 
 def _run_dir_action(out: Path, resume: bool, overwrite: bool) -> str:
@@ -89,7 +89,7 @@ def resumed_config(stored: TrainConfig, requested: TrainConfig | None = None, **
               if k in stored_d and _norm(v) != _norm(stored_d[k])]
     if differ:
         raise ConfigError(f"a resumed run keeps its own configuration; only a longer --epochs may be given, but got "
-                          f"{'; '.join(differ)}. Drop those options, or train a new run with another --out")
+                          f"{'; '.join(differ)}. Drop those options, or train a new run with another --output")
     if epochs is not None and int(epochs) < stored.epochs:
         raise ConfigError(f"--epochs {epochs} is shorter than the run's {stored.epochs}; a resumed run can only be "
                           f"extended (pass --epochs N with N >= {stored.epochs})")

@@ -142,7 +142,7 @@ def test_tampered_onnx_is_a_hash_mismatch(exported: tuple[Path, int, str], tmp_p
     data = bytearray((art / "pipeline.onnx").read_bytes())
     data[-10] ^= 0xFF
     (art / "pipeline.onnx").write_bytes(bytes(data))
-    with pytest.raises(ExportError, match=r"pipeline\.onnx (has|does not match the) SHA-256 .* re-export with `atld-deploy export RUN --out ART`"):
+    with pytest.raises(ExportError, match=r"pipeline\.onnx (has|does not match the) SHA-256 .* re-export with `atld-deploy export RUN --output ART`"):
         Manifest.load(art)
     assert main(["verify", str(art)]) == 2
 

@@ -144,7 +144,7 @@ def test_engine_sidecar_mismatch_says_how_to_rebuild(tmp_path: Path) -> None:
     with pytest.raises(EngineError, match="missing"):
         check_engine_sidecar(tmp_path / "other.json")
     onnx_file.write_bytes(b"v2")
-    with pytest.raises(EngineError, match=r"built from an ONNX file with SHA-256 .* rebuild the engines on this machine"):
+    with pytest.raises(EngineError, match=r"built from an ONNX file with SHA-256 .* rebuild the engines on this machine with `atld-deploy export RUN --output ART --trt`"):
         check_engine_sidecar(side, onnx_file)
     onnx_file.write_bytes(b"v1")
     # Same source: the machine check fails either way (no TensorRT here, or version "0.0" elsewhere).

@@ -104,7 +104,7 @@ def test_corrupt_checkpoint_and_weights(tiny_run: Path, tmp_path: Path) -> None:
     (run / "classifier.safetensors").write_bytes(b"{not safetensors")
     with pytest.raises(CheckpointError, match=r"classifier.safetensors is corrupt or not a safetensors file"):
         load_run(run)
-    with pytest.raises(CheckpointError, match="does not exist; train one"):
+    with pytest.raises(CheckpointError, match="does not exist; train one with `atld-deploy train --output "):
         load_run(tmp_path / "missing")
 
 
