@@ -1,14 +1,16 @@
 """The statistics behind the card: temperature scaling, expected calibration error, the detector's threshold
-at a false-positive rate, ROC AUC and binomial intervals. Plain numpy on arrays of logits and probabilities.
+at a false-positive rate and the predictive interval of its held-out count, ROC AUC. Numpy on arrays of
+logits and probabilities (scipy for the beta-binomial).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
-from ..gate import Z95
+from ..errors import ConfigError
 
 ECE_BINS = 15  # equal-width confidence bins (Guo et al. 2017)
 T_RANGE = (0.05, 20.0)  # temperatures searched (inside the manifest schema's bounds)
@@ -71,14 +73,65 @@ def reliability(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0
     return float(ece), table
 
 
+def order_statistic(n_fit: int, fpr: float) -> int:
+    """k = floor(fpr * (n_fit + 1)): the threshold is the k-th smallest of `n_fit` clean scores (0: too few)."""
+    return int(math.floor(fpr * (n_fit + 1)))
+
+
+def min_fit(fpr: float) -> int:
+    """The fewest clean fitting images for which a threshold at `fpr` exists (k >= 1)."""
+    n = max(1, math.ceil(1 / fpr) - 1)
+    while order_statistic(n, fpr) < 1:  # float rounding of fpr * (n + 1) just below an integer
+        n += 1
+    return n
+
+
 def threshold_at_fpr(p_clean: np.ndarray, fpr: float) -> float:
-    """The p_natural threshold flagging (p < threshold) at most a fraction `fpr` of `p_clean`: its
-    floor(fpr * n)-th smallest value, so exactly that many fitted images lie strictly below it (without ties)."""
-    if len(p_clean) == 0:
-        raise ValueError("no clean images to fit a threshold on")
-    s = np.sort(p_clean.astype(np.float64))
-    k = min(int(math.floor(fpr * len(s))), len(s) - 1)
-    return float(s[k])
+    """The p_natural threshold (flag p < threshold) at false-positive rate `fpr`: the k-th smallest of the n
+    clean scores, k = floor(fpr * (n + 1)).
+
+    Guarantee: a new clean image exchangeable with `p_clean` is flagged with probability k / (n + 1) <= fpr.
+
+    Raises:
+        ConfigError: k = 0, i.e. fewer than `min_fit(fpr)` clean images (the message names that minimum).
+    """
+    n = len(p_clean)
+    k = order_statistic(n, fpr)
+    if k < 1:
+        raise ConfigError(f"a p_natural threshold at FPR {fpr:g} needs at least {min_fit(fpr)} clean fitting images "
+                          f"(the floor(fpr x (n+1))-th smallest must exist), got {n}; fit on more images or raise "
+                          "the FPR")
+    return float(np.sort(p_clean.astype(np.float64))[k - 1])
+
+
+def heldout_pmf(k: int, n_fit: int, m: int) -> np.ndarray:
+    """P(x of `m` new clean images fall below the k-th smallest of `n_fit` clean scores), x = 0..m.
+
+    The threshold's true FPR is Beta(k, n_fit + 1 - k) for exchangeable continuous scores, so the count is
+    beta-binomial(m, k, n_fit + 1 - k): the binomial noise of the m images plus the threshold's own."""
+    from scipy.stats import betabinom
+
+    if not 1 <= k <= n_fit or m < 0:
+        raise ValueError(f"order statistic k={k} of n_fit={n_fit} scores, m={m} images: need 1 <= k <= n_fit, m >= 0")
+    return betabinom(m, k, n_fit + 1 - k).pmf(np.arange(m + 1))
+
+
+def predictive_interval(k: int, n_fit: int, m: int, level: float = 0.95) -> tuple[int, int]:
+    """The central `level` predictive interval [lo, hi] of the count `heldout_pmf` describes: each tail outside
+    it holds at most (1 - level) / 2, so a correct threshold's count lands inside with probability >= level."""
+    cdf = np.cumsum(heldout_pmf(k, n_fit, m))
+    tail = (1 - level) / 2
+    lo = int(np.searchsorted(cdf, tail, side="right"))  # first x with P(X <= x) > tail: P(X < lo) <= tail
+    hi = int(np.searchsorted(cdf, 1 - tail - 1e-12, side="left"))  # first x with P(X <= x) >= 1 - tail
+    return lo, min(hi, m)
+
+
+def heldout_line(detector: dict[str, Any]) -> str:
+    """The held-out check of a manifest's `detector` section, in one line."""
+    lo, hi = detector["heldout_interval"]
+    return (f"held-out FPR {100 * detector['heldout_fpr']:.1f}% ({100 * detector['heldout_level']:.0f}% predictive "
+            f"interval {100 * lo:.1f}-{100 * hi:.1f}% for n_fit={detector['n_fit']}, m={detector['heldout_n']}: "
+            f"{'holds' if detector['holds'] else 'does NOT hold'})")
 
 
 def roc_auc(p_clean: np.ndarray, p_attacked: np.ndarray) -> float:
@@ -90,8 +143,3 @@ def roc_auc(p_clean: np.ndarray, p_attacked: np.ndarray) -> float:
     greater = len(c) - np.searchsorted(c, a, side="right")
     equal = np.searchsorted(c, a, side="right") - np.searchsorted(c, a, side="left")
     return float((greater + 0.5 * equal).sum() / (len(c) * len(a)))
-
-
-def binomial_half_width(p: float, n: int, z: float = Z95) -> float:
-    """Normal-approximation half-width of a rate `p` measured on `n` trials (the FPR check's noise)."""
-    return z * math.sqrt(max(p * (1 - p), 0.0) / n) if n > 0 else 1.0

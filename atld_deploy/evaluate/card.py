@@ -41,6 +41,7 @@ MIN_FIT = 50  # fewer held-out images than this cannot place a 5% threshold or a
 FIT_MAX = 2000
 EVAL_NAMES = {"static": "static", "imt": "imt", "imt-plus": "imt+"}  # card mode -> the evaluation's model name
 CARD_NAMES = {v: k for k, v in EVAL_NAMES.items()}
+HELDOUT_LEVEL = 0.95  # the held-out check's predictive interval
 QUANTILES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
 
 
@@ -99,6 +100,8 @@ def write_card(
         raise ConfigError(f"--n {n}: the {cfg.dataset} test split has {len(data.test)} images, which leaves "
                           f"{len(fit_idx)} for fitting the temperature and threshold (at least {MIN_FIT} needed); "
                           f"lower --n to {max(1, len(data.test) - MIN_FIT)} or less")
+    if run.discriminator is not None and len(fit_idx) < cal.min_fit(fpr):
+        raise ConfigError(_too_few_for_fpr(fpr, n, len(fit_idx), len(data.test)))
     x, y = data.test.batch(eval_idx)
     x_fit, y_fit = data.test.batch(fit_idx)
     eps = cfg.eps if eps is None else eps
@@ -139,15 +142,13 @@ def write_card(
         p_fit = _batched(p_natural, x_fit, batch_size)
         p_clean = _batched(p_natural, x, batch_size)
         threshold = cal.threshold_at_fpr(p_fit, fpr)
-        held = float((p_clean < threshold).mean())
         detector = {"threshold": round(threshold, 8), "fpr": fpr, "n_fit": len(p_fit),
                     "fit": calib["fit"]["split"],
                     "quantiles": {str(q): round(float(np.quantile(p_fit, q)), 6) for q in QUANTILES},
-                    "heldout_fpr": round(held, 6), "heldout_n": len(p_clean),
-                    "heldout_half_width": round(cal.binomial_half_width(fpr, len(p_clean)), 6), "attacks": []}
-        echo(f"card: p_natural threshold {threshold:.4f} at FPR {100 * fpr:.1f}% on the fitting set; "
-             f"held-out FPR {100 * held:.1f}% on the card's clean images (n={len(p_clean)}, "
-             f"+-{100 * detector['heldout_half_width']:.1f} binomial)")
+                    **heldout_check(p_fit, p_clean, threshold, fpr), "attacks": []}
+        echo(f"card: p_natural threshold {threshold:.4f}, the {detector['k']}-th smallest of {len(p_fit)} fitting "
+             f"images (expected FPR {100 * detector['expected_fpr']:.2f}% <= {100 * fpr:.1f}%); "
+             + cal.heldout_line(detector))
 
         def collect(key: tuple[str, ...], x_adv: torch.Tensor) -> None:
             with torch.no_grad():
@@ -175,6 +176,30 @@ def write_card(
     drop_signature(art, f"the robustness card was written ({CARD_FILE})")
     Manifest.load(art)  # what was written reads back and every listed file matches its hash
     return updated
+
+
+def heldout_check(p_fit: np.ndarray, p_clean: np.ndarray, threshold: float, fpr: float,
+                  level: float = HELDOUT_LEVEL) -> dict[str, Any]:
+    """The detector section's held-out check: how many of the card's clean images `threshold` flags, against the
+    predictive interval of that count, which includes the threshold's own noise (it is an order statistic of
+    `p_fit`), not only the card's binomial noise."""
+    k, m = cal.order_statistic(len(p_fit), fpr), len(p_clean)
+    flagged = int((p_clean < threshold).sum())
+    lo, hi = cal.predictive_interval(k, len(p_fit), m, level)
+    return {"k": k, "expected_fpr": round(k / (len(p_fit) + 1), 6), "heldout_fpr": round(flagged / max(m, 1), 6),
+            "heldout_n": m, "heldout_flagged": flagged, "heldout_level": level,
+            "heldout_interval": [round(lo / max(m, 1), 6), round(hi / max(m, 1), 6)], "holds": lo <= flagged <= hi}
+
+
+def _too_few_for_fpr(fpr: float, n: int, n_fit: int, num_test: int) -> str:
+    """Why --detector-fpr cannot be placed on this fitting set, and what to change."""
+    need = cal.min_fit(fpr)
+    fix = (f"lower --n to {num_test - need} or less, or raise --detector-fpr" if need <= min(FIT_MAX, num_test - 1)
+           else f"raise --detector-fpr to {1 / (min(FIT_MAX, num_test - 1) + 1):.4g} or more (at most {FIT_MAX} "
+                "fitting images are used)")
+    return (f"--detector-fpr {fpr:g}: a threshold whose expected false-positive rate stays at or below it needs at "
+            f"least {need} fitting images (the floor(fpr x (n_fit+1))-th smallest p_natural), but --n {n} leaves "
+            f"{n_fit}; {fix}")
 
 
 def _card_section(report: Any, modes: list[str], n: int, eps: float, seed: int, where: str) -> dict[str, Any]:

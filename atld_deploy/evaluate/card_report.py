@@ -12,6 +12,7 @@ import torch
 from ..artifact import CARD_FILE, Manifest
 from ..gate import LABELS
 from ..io import atomic_path, sha256_file, write_bytes_atomic
+from . import calibration as cal
 from .card import EVAL_NAMES
 
 RELIABILITY_PNG = "card_reliability.png"
@@ -113,10 +114,13 @@ def card_markdown(card: dict[str, Any], calib: dict[str, Any], detector: dict[st
     if detector:
         q = detector["quantiles"]
         lines += ["## Detector (p_natural)", "",
-                  f"Threshold **{detector['threshold']:.4f}**: `suspect` = p_natural below it. Fitted at FPR "
-                  f"{100 * detector['fpr']:.1f}% on {detector['n_fit']} clean images ({detector['fit']}); on the card's "
-                  f"{detector['heldout_n']} clean images it flags {100 * detector['heldout_fpr']:.1f}% "
-                  f"(binomial +-{100 * detector['heldout_half_width']:.1f}).", "",
+                  f"Threshold **{detector['threshold']:.4f}**: `suspect` = p_natural below it. It is the "
+                  f"{detector['k']}-th smallest p_natural of {detector['n_fit']} clean images ({detector['fit']}), "
+                  f"k = floor(fpr x (n_fit+1)), so a new clean image is flagged with probability "
+                  f"{100 * detector['expected_fpr']:.2f}% <= the {100 * detector['fpr']:.1f}% asked for.", "",
+                  f"On the card's {detector['heldout_n']} clean images it flags {detector['heldout_flagged']}: "
+                  + cal.heldout_line(detector) + ". The interval is beta-binomial: it counts the noise of the "
+                  "threshold (a quantile estimated from the fitting set) as well as the card's own sampling noise.", "",
                   "Clean p_natural quantiles (fitting set): " + ", ".join(f"q{float(k):g} {v:.3f}" for k, v in q.items()),
                   "", "| protocol | model | attack | TPR at threshold | ROC AUC | n |", "|---|---|---|---:|---:|---:|"]
         for a in detector["attacks"]:

@@ -5,6 +5,7 @@ and writing a card removes a signature."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from atld_deploy.artifact import CARD_FILE, MANIFEST, SIGNATURE, Manifest
 from atld_deploy.cli import main
 from atld_deploy.errors import ArtifactError, ConfigError
+from atld_deploy.evaluate import calibration as cal
 from atld_deploy.runtime import Classifier
 
 
@@ -68,17 +70,24 @@ def test_out_of_bounds_evidence_is_refused_by_the_schema(carded: Path, tmp_path:
         Manifest.load(art)
 
 
-def test_writing_a_card_removes_the_signature(tiny_artifacts: Path, tmp_path: Path,
-                                             caplog: pytest.LogCaptureFixture) -> None:
-    from atld_deploy.evaluate.card import write_card
-
+def test_writing_a_card_removes_the_signature_and_prints_the_heldout_check(
+        tiny_artifacts: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
     art = tmp_path / "art"
     shutil.copytree(tiny_artifacts, art)
     (art / SIGNATURE).write_bytes(b"a signature over the artifact before the card")
-    write_card(art, n=120, attacks="clean", batch_size=200)
+    assert main(["card", str(art), "--n", "120", "--attacks", "clean", "--batch-size", "200"]) == 0
     assert not (art / SIGNATURE).exists()
     assert any("signature no longer holds" in r.getMessage() for r in caplog.records)
-    assert Manifest.load(art).card["attacks"] == ["clean"]
+    det = Manifest.load(art).detector
+    assert Manifest.load(art).card["attacks"] == ["clean"] and det["n_fit"] == 240
+    line = re.search(r"held-out FPR (\d+\.\d)% \(95% predictive interval (\d+\.\d)-(\d+\.\d)% for n_fit=240, "
+                     r"m=120: (holds|does NOT hold)\)", capsys.readouterr().out)
+    assert line is not None
+    lo, hi = det["heldout_interval"]
+    assert float(line[1]) == round(100 * det["heldout_fpr"], 1) and (line[4] == "holds") == det["holds"]
+    assert lo < det["fpr"] < hi  # the interval is around the rate asked for (k = 12 of 240: 4.98% expected)
+    card_md = (art / CARD_FILE).read_text()
+    assert cal.heldout_line(det) in card_md and "beta-binomial" in card_md
 
 
 def test_card_refuses_bad_requests_before_any_work(tiny_artifacts: Path) -> None:
@@ -88,5 +97,11 @@ def test_card_refuses_bad_requests_before_any_work(tiny_artifacts: Path) -> None
         write_card(tiny_artifacts, fpr=1.5)
     with pytest.raises(ConfigError, match="leaves 10 for fitting"):
         write_card(tiny_artifacts, n=350, attacks="clean")
+    # 240 fitting images cannot place an FPR of 0.1%: its 1st order statistic needs 999 (k = floor(fpr (n+1)))
+    with pytest.raises(ConfigError, match="needs at least 999 fitting images .* --n 120 leaves 240; raise "
+                                          "--detector-fpr to 0.002778"):
+        write_card(tiny_artifacts, n=120, fpr=0.001, attacks="clean")
+    with pytest.raises(ConfigError, match="needs at least 99 fitting images .* leaves 60; lower --n to 261"):
+        write_card(tiny_artifacts, n=300, fpr=0.01, attacks="clean")
     assert not (tiny_artifacts / CARD_FILE).exists()  # nothing was written into the shared fixture
 
