@@ -95,16 +95,25 @@ def decide(card: Mapping[str, Any] | None, available: Sequence[str], exported: s
     the reason says so.
     """
     figures, n = worst_cases(card or {})
-    if not figures or not any(m in figures for m in available):
-        return Decision(exported, f"the pipeline as exported ({LABELS.get(exported, exported)}): the artifact carries "
-                        "no robustness card, so there is no evidence for choosing a mode (`atld-deploy card ART` "
-                        "writes one)", figures)
+    as_exported = f"the pipeline as exported ({LABELS.get(exported, exported)})"
+    if not figures:
+        return Decision(exported, f"{as_exported}: the artifact carries no robustness card, so there is no evidence "
+                        "for choosing a mode (`atld-deploy card ART` writes one)", figures)
+    if not any(m in figures for m in available):
+        return Decision(exported, f"{as_exported}: the card has no worst case for the modes this artifact ships "
+                        f"({', '.join(LABELS[m] for m in available)}); `atld-deploy card ART` measures them", figures)
     preferred, why = choose(figures, n)
     if preferred in available:
         return Decision(preferred, why, figures)
     mode, why_here = choose(figures, n, available)
     return Decision(mode, f"the card prefers {LABELS[preferred]} ({why}), which this artifact does not ship; "
-                    f"best available: {why_here} (re-export with --imt {preferred} to serve it)", figures, preferred)
+                    f"best available: {why_here}; to serve {LABELS[preferred]}, re-export with "
+                    f"`{reexport_command(preferred)}`", figures, preferred)
+
+
+def reexport_command(mode: str) -> str:
+    """The export command whose artifact ships `mode` (its pipeline graph serves one IMT mode)."""
+    return f"atld-deploy export RUN --output ART --imt {mode}"
 
 
 def verdict(figures: Mapping[str, float], n: int) -> str:

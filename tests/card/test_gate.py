@@ -10,7 +10,7 @@ import pytest
 
 from atld_deploy.cli import main
 from atld_deploy.errors import ConfigError
-from atld_deploy.gate import choose, decide, half_width, verdict
+from atld_deploy.gate import choose, decide, half_width, reexport_command, verdict
 from atld_deploy.runtime import Classifier
 
 from card_fixtures import hand_card, with_card
@@ -54,9 +54,21 @@ def test_decide_without_a_card_serves_the_export_and_says_there_is_no_evidence()
 def test_decide_when_the_card_prefers_a_mode_the_artifact_lacks() -> None:
     card = hand_card({"static": 0.1, "imt": 0.6, "imt-plus": 0.3}, 300)
     d = decide(card, ["static", "imt-plus"], "imt-plus")
-    assert d.mode == "imt-plus" and d.preferred == "imt" and "does not ship" in d.reason
+    assert d.mode == "imt-plus" and d.preferred == "imt" and "the card prefers IMT (" in d.reason
+    assert "does not ship" in d.reason and d.reason.endswith(f"re-export with `{reexport_command('imt')}`")
+    assert "best available: worst case static 10.0% < IMT+ 30.0%" in d.reason  # the choice among what it ships
     d = decide(hand_card({"static": 0.35, "imt": 0.6, "imt-plus": 0.1}, 300), ["static", "imt-plus"], "imt-plus")
-    assert d.mode == "static" and d.preferred == "imt"
+    assert d.mode == "static" and d.preferred == "imt" and "--imt imt`" in d.reason
+    d = decide(hand_card({"static": 0.1, "imt": 0.3, "imt-plus": 0.6}, 300), ["static", "imt"], "imt")
+    assert (d.mode, d.preferred) == ("imt", "imt-plus") and "--imt imt-plus`" in d.reason
+    # the better mode ties with a shipped cheaper one: nothing better is left out, so nothing is said
+    d = decide(hand_card({"static": 0.1, "imt": 0.59, "imt-plus": 0.6}, 100), ["static", "imt"], "imt")
+    assert (d.mode, d.preferred) == ("imt", None) and "does not ship" not in d.reason
+
+
+def test_decide_with_a_card_lacking_the_shipped_modes_keeps_the_export() -> None:
+    d = decide(hand_card({"imt": 0.6}, 300), ["static", "imt-plus"], "imt-plus")
+    assert d.mode == "imt-plus" and "no worst case for the modes this artifact ships (static, IMT+)" in d.reason
 
 
 def test_verdict_line_names_the_mode_to_deploy() -> None:
@@ -77,6 +89,25 @@ def test_auto_follows_the_card_in_the_runtime(tiny_artifacts: Path, tmp_path: Pa
     with Classifier.load(art, backend="onnxruntime", device="cpu") as clf:  # imt="auto" is the default
         assert (clf.graph, clf.mode) == (graph, mode)
         assert clf.decision is not None and "deploy" in clf.decision.reason
+
+
+def test_infer_auto_names_the_better_mode_left_out_and_the_export_that_ships_it(
+        tiny_artifacts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from PIL import Image
+    import numpy as np
+
+    # the card prefers IMT clearly; the artifact ships static and the IMT+ pipeline, IMT+ beats static clearly
+    art = with_card(tiny_artifacts, tmp_path / "art", hand_card({"static": 0.10, "imt": 0.70, "imt-plus": 0.40}, 300))
+    img = tmp_path / "one.png"
+    Image.fromarray(np.full((8, 8), 90, np.uint8), mode="L").save(img)
+    assert main(["infer", str(img), "-a", str(art), "-o", str(tmp_path / "auto.jsonl"), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "running 'pipeline'" in err and "IMT mode IMT+: the card prefers IMT (" in err
+    assert "which this artifact does not ship" in err and "`atld-deploy export RUN --output ART --imt imt`" in err
+    # asking for the mode left out is refused with the same command
+    assert main(["infer", str(img), "-a", str(art), "-o", str(tmp_path / "imt.jsonl"), "--imt", "imt",
+                 "--no-progress"]) == 2
+    assert "--imt imt" in capsys.readouterr().err
 
 
 def test_auto_without_a_card_keeps_the_exported_pipeline(tiny_artifacts: Path) -> None:
