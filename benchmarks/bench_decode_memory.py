@@ -23,9 +23,7 @@ decoder's own with nothing to hide it; "infer-like" first imports torch, onnxrun
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import struct
 import subprocess
 import sys
@@ -84,28 +82,6 @@ def peak_rss_mb(image: Path, max_pixels: int, kind: str) -> tuple[float, str]:
     return usage.ru_maxrss / 1024, said
 
 
-def machine() -> dict[str, object]:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
-    return {"cpu": model, "cores": os.cpu_count(), "loadavg": Path("/proc/loadavg").read_text().split()[:3],
-            "platform": platform.platform()}
-
-
-def versions() -> dict[str, str]:
-    from importlib.metadata import version
-
-    return {"python": platform.python_version(), **{name: version(name) for name in
-                                                      ("numpy", "pillow", "torch", "onnxruntime")}}
-
-
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def measure(kind: str, small: Path, cases: dict[str, tuple[Path, int]]) -> dict[str, object]:
     """The baseline and every case (image, cap) in fresh `kind` processes, printed and returned."""
     from atld_deploy.imageio import decode_memory_bound
@@ -128,7 +104,7 @@ def main() -> None:
     from PIL import Image
 
     from atld_deploy.imageio import DEFAULT_MAX_PIXELS
-    from atld_deploy.io import write_json_atomic
+    from atld_deploy.measure import machine, write_measurement
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", type=Path, help="also write the figures to this JSON file")
@@ -145,13 +121,10 @@ def main() -> None:
                  "RGBA at the cap": (rgba, DEFAULT_MAX_PIXELS)}
         for kind in ("decoder", "infer-like"):
             figures[kind] = measure(kind, small, cases)
-    load = Path("/proc/loadavg").read_text().split()[:3]
-    print(f"target for the default cap: <= 1.5x baseline; load average {' '.join(load)}")
+    load = machine()["loadavg"]
+    print(f"target for the default cap: <= 1.5x baseline; load average {' '.join(str(v) for v in load)}")
     if args.json:
-        record = {"command": "python benchmarks/bench_decode_memory.py --json " + str(args.json), "commit": commit(),
-                  "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                  "machine": machine(), "versions": versions(), "figures": figures}
-        write_json_atomic(args.json, record)
+        write_measurement(args.json, "python benchmarks/bench_decode_memory.py --json " + str(args.json), figures)
         print(f"wrote {args.json}")
 
 

@@ -21,36 +21,46 @@ from typing import Any
 from atld_deploy.export.engines import ENGINES, EngineResult, compare_engines, engine_version, format_engine_table, random_feeds
 
 
+# the embedded digits' shape: what `make demo` exports
+CLASSES, CHANNELS, SIZE = 10, 1, 8
+
+
+def demo_source() -> str:
+    """How the demo-shaped graphs are made, for the table and the measurement file."""
+    from atld_deploy.config import make_config
+
+    cfg = make_config("digits")
+    return (f"demo-shaped graphs, random weights (digits {SIZE}x{SIZE}x{CHANNELS}, {cfg.arch.upper()}, "
+            f"discriminator WRN-{cfg.d_depth}-{cfg.d_widen} body)")
+
+
 def demo_graphs(out: Path) -> dict[str, Path]:
-    """Demo-shaped graphs with random weights: classifier, discriminator, pipeline (rewritten) and as traced."""
+    """Demo-shaped graphs with random weights: every kind an export always writes (the catalogue's kinds with no
+    export option), the pipeline with its transformed images exposed, rewritten; and the pipeline as traced."""
     import onnx
     import torch
 
     from atld_deploy.config import make_config
     from atld_deploy.export.rewrite import optimize_graph
-    from atld_deploy.export.trace import ClassifierFunction, DiscriminatorFunction, PipelineFunction, export_onnx
+    from atld_deploy.export.trace import example_input, export_onnx, graph_module
+    from atld_deploy.graphs import GRAPHS
     from atld_deploy.imt import IMTConfig
     from atld_deploy.models import create_discriminator, create_model
 
     cfg = make_config("digits")
     torch.manual_seed(0)
-    f = create_model(cfg.arch, 10, in_channels=1).eval()
-    d = create_discriminator(10, cfg.d_depth, cfg.d_widen).eval()
-    images = torch.rand(2, 1, 8, 8)
-    specs = {
-        "classifier": (ClassifierFunction(f), images, "images", ["logits"]),
-        "discriminator": (DiscriminatorFunction(d), torch.randn(2, 10), "logits", ["natural_logit", "class_logits"]),
-        "pipeline": (PipelineFunction(f, d, IMTConfig(mode="plus", eps=cfg.eps), emit_transformed=True), images, "images",
-                     ["logits", "p_natural", "images_imt"]),
-    }
+    f = create_model(cfg.arch, CLASSES, in_channels=CHANNELS).eval()
+    d = create_discriminator(CLASSES, cfg.d_depth, cfg.d_widen).eval()
+    imt = IMTConfig(mode="plus", eps=cfg.eps)
     paths = {}
-    for key, (fn, example, name, outputs) in specs.items():
-        traced = out / f"{key}.traced.onnx"
-        export_onnx(fn, example, name, outputs, traced, 18)
+    for kind in (k for k in GRAPHS.values() if k.option is None):
+        traced = out / f"{kind.key}.traced.onnx"
+        export_onnx(graph_module(kind, f, d, imt), example_input(kind, CLASSES, CHANNELS, SIZE), kind.input.name,
+                    [t.name for t in kind.traced], traced, 18)
         model = onnx.load(str(traced))
         optimize_graph(model)
-        onnx.save(model, str(out / f"{key}.onnx"))
-        paths[key] = out / f"{key}.onnx"
+        onnx.save(model, str(out / f"{kind.key}.onnx"))
+        paths[kind.key] = out / f"{kind.key}.onnx"
     paths["pipeline, as traced (no rewrites)"] = out / "pipeline.traced.onnx"
     return paths
 
@@ -74,10 +84,12 @@ def main() -> None:
     print("engines: " + ", ".join(f"{e} {v or 'not installed'}" for e, v in versions.items()))
     with tempfile.TemporaryDirectory(prefix="engine_matrix_") as tmp:
         if art is not None:
+            from atld_deploy.artifact import Manifest
+
             source = f"artifact {art}"
-            graphs = {p.stem: p for p in sorted(art.glob("*.onnx"))}
+            graphs = {key: art / g.file for key, g in sorted(Manifest.load(art).graphs.items())}
         else:
-            source = "demo-shaped graphs, random weights (digits 8x8x1, WRN-10-2, discriminator WRN-28-5 body)"
+            source = demo_source()
             graphs = demo_graphs(Path(tmp))
         print(f"graphs: {source}; batch {args.batch}")
         table = matrix(graphs, args.batch)
