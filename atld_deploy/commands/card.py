@@ -48,7 +48,7 @@ def card(
                    f"(+-{100 * r['worst_case_half_width']:.1f}); temperature {cal['temperature'][m]:.3f}, ECE "
                    f"{100 * cal['ece_before'][m]:.2f}% -> {100 * cal['ece_after'][m]:.2f}%")
     if det:
-        typer.echo(f"detector: threshold {det['threshold']:.4f} at FPR {100 * det['fpr']:.1f}% (the {det['k']}-th "
-                   f"smallest of {det['n_fit']} fitting images); {heldout_line(det)}")
+        typer.echo(f"detector: threshold {det['threshold']:.4f} at FPR {100 * det['fpr']:.1f}% (the k-th "
+                   f"smallest, k={det['k']}, of {det['n_fit']} fitting images); {heldout_line(det)}")
     typer.echo(f"verdict: {c['verdict']}")
     typer.echo(f"wrote {art / 'CARD.md'} and the card in {art / 'manifest.json'} ({c['seconds']:.0f} s)")

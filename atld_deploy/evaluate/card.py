@@ -146,8 +146,8 @@ def write_card(
                     "fit": calib["fit"]["split"],
                     "quantiles": {str(q): round(float(np.quantile(p_fit, q)), 6) for q in QUANTILES},
                     **heldout_check(p_fit, p_clean, threshold, fpr), "attacks": []}
-        echo(f"card: p_natural threshold {threshold:.4f}, the {detector['k']}-th smallest of {len(p_fit)} fitting "
-             f"images (expected FPR {100 * detector['expected_fpr']:.2f}% <= {100 * fpr:.1f}%); "
+        echo(f"card: p_natural threshold {threshold:.4f}, the k-th smallest (k={detector['k']}) of {len(p_fit)} "
+             f"fitting images (expected FPR {100 * detector['expected_fpr']:.2f}% <= {100 * fpr:.1f}%); "
              + cal.heldout_line(detector))
 
         def collect(key: tuple[str, ...], x_adv: torch.Tensor) -> None:

@@ -115,8 +115,8 @@ def card_markdown(card: dict[str, Any], calib: dict[str, Any], detector: dict[st
         q = detector["quantiles"]
         lines += ["## Detector (p_natural)", "",
                   f"Threshold **{detector['threshold']:.4f}**: `suspect` = p_natural below it. It is the "
-                  f"{detector['k']}-th smallest p_natural of {detector['n_fit']} clean images ({detector['fit']}), "
-                  f"k = floor(fpr x (n_fit+1)), so a new clean image is flagged with probability "
+                  f"k-th smallest p_natural of {detector['n_fit']} clean images ({detector['fit']}), with "
+                  f"k = floor(fpr x (n_fit+1)) = {detector['k']}, so a new clean image is flagged with probability "
                   f"{100 * detector['expected_fpr']:.2f}% <= the {100 * detector['fpr']:.1f}% asked for.", "",
                   f"On the card's {detector['heldout_n']} clean images it flags {detector['heldout_flagged']}: "
                   + cal.heldout_line(detector) + ". The interval is beta-binomial: it counts the noise of the "
