@@ -1,13 +1,14 @@
 """Graph-level rewrites that keep the function and make the exported IMT pipeline fast on every runtime.
 
-Every rewrite produces only ops in TensorRT's parser list (Conv, DepthToSpace, Greater, Cast, Mul, Add,
-Squeeze) and keeps every output's shape.
+Every rewrite produces only ops in TensorRT's parser list (Conv, Concat, DepthToSpace, Greater, Cast,
+Clip, Mul, Add, Squeeze) and keeps every output's shape.
 
 The input-gradient pass is a chain of transposed convolutions, which ONNX Runtime's CPU provider runs
 about 2x slower than plain convolutions of the same size. A transposed convolution whose output is exactly
 `stride` times its input is a plain convolution (flipped, transposed weights) followed, for stride > 1, by
 DepthToSpace: output pixel `stride*m + r` only receives kernel taps `k` with `k = r + pad (mod stride)`, so
-each of the stride^2 phases is a small convolution, and one Conv computes them all as channel groups.
+each of the stride^2 phases is a small convolution over its own taps; concatenated on the channel axis,
+DepthToSpace interleaves them. The rewrites in `layout.py` then keep this pass in ONNX Runtime's blocked layout.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ log = logging.getLogger(__name__)
 REWRITES = (
     "ConvTranspose->Conv(+DepthToSpace)", "ReLU-backward Where->Mul(mask)", "channel-scale Mul folded into Conv weights",
     "constant Transpose folded into its initializer", "constant-mask Where->Mul", "scalar Gather->sliced Gemm/Slice+Squeeze",
-    "shared channel scale moved after the residual Add",
+    "shared channel scale moved after the residual Add", "ReLU-backward mask->depthwise Conv+Clip",
+    "strided 1x1 shortcut folded into its stage's first phase",
 )
 
 
@@ -91,6 +93,40 @@ def conv_transpose_as_conv(
     return w2, conv_pads
 
 
+def conv_transpose_phases(
+    weight: np.ndarray, strides: list[int], pads: list[int], output_padding: list[int]
+) -> list[tuple[np.ndarray, list[int]]] | None:
+    """The stride^2 phase convolutions of a strided 2-D ConvTranspose, in DepthToSpace "DCR" order, or None.
+
+    Same condition as `conv_transpose_as_conv`, and each phase must read only input offsets its own padding
+    reaches (`tmin <= 0 <= tmax` per phase). Phase (ra, rb) is a Conv(stride 1) with a kernel over that
+    phase's taps alone, so the phases do only the multiplications the transposed convolution does (9 taps
+    for a 3x3 stride-2 kernel where the single dense phase convolution does 16); concatenated on the channel
+    axis, then DepthToSpace, they are the transposed convolution's output.
+
+    Returns [(weight [C_out, C_in, KH, KW], pads [hb, wb, he, we])] for ra, rb in row-major order.
+    """
+    if conv_transpose_as_conv(weight, strides, pads, output_padding) is None:
+        return None
+    _, _, kh, kw = weight.shape
+    s = strides[0]
+    ah, aw = _phases(kh, s, pads[0]), _phases(kw, s, pads[1])
+    wt = weight.transpose(1, 0, 2, 3)  # [C_out, C_in, kh, kw]
+    out: list[tuple[np.ndarray, list[int]]] = []
+    for ra in range(s):
+        for rb in range(s):
+            ta = [t for _, t in ah.taps[ra]]
+            tb = [t for _, t in aw.taps[rb]]
+            if min(ta) > 0 or max(ta) < 0 or min(tb) > 0 or max(tb) < 0:
+                return None
+            w = np.zeros((wt.shape[0], wt.shape[1], max(ta) - min(ta) + 1, max(tb) - min(tb) + 1), dtype=weight.dtype)
+            for ka, t_a in ah.taps[ra]:
+                for kb, t_b in aw.taps[rb]:
+                    w[:, :, t_a - min(ta), t_b - min(tb)] = wt[:, :, ka, kb]
+            out.append((w, [-min(ta), -min(tb), max(ta), max(tb)]))
+    return out
+
+
 def rewrite_conv_transpose(model: "onnx.ModelProto") -> int:  # noqa: F821
     """Replace every applicable ConvTranspose (weight an initializer, no bias or output_shape) in place.
 
@@ -123,16 +159,28 @@ def rewrite_conv_transpose(model: "onnx.ModelProto") -> int:  # noqa: F821
             continue
         w2, conv_pads = result
         s = int(attrs.get("strides", [1, 1])[0])
-        w_name = f"{node.input[1]}__as_conv_{node.name}"
-        graph.initializer.append(numpy_helper.from_array(w2, w_name))
-        conv_out = node.output[0] if s == 1 else f"{node.output[0]}__phases"
-        new_nodes.append(helper.make_node(
-            "Conv", [node.input[0], w_name], [conv_out], name=f"{node.name}__conv",
-            kernel_shape=list(w2.shape[2:]), pads=conv_pads, strides=[1, 1], dilations=[1, 1], group=1,
-        ))
+        phases = None
         if s > 1:
+            phases = conv_transpose_phases(w, list(attrs.get("strides", [1, 1])), list(attrs.get("pads", [0, 0, 0, 0])),
+                                           list(attrs.get("output_padding", [0, 0])))
+        convs = phases if phases is not None else [(w2, conv_pads)]
+        conv_outs = []
+        for i, (wi, pi) in enumerate(convs):
+            suffix = "" if len(convs) == 1 else f"_p{i}"
+            w_name = f"{node.input[1]}__as_conv_{node.name}{suffix}"
+            graph.initializer.append(numpy_helper.from_array(wi, w_name))
+            conv_outs.append(node.output[0] if s == 1 else f"{node.output[0]}__phase{suffix}")
             new_nodes.append(helper.make_node(
-                "DepthToSpace", [conv_out], [node.output[0]], name=f"{node.name}__d2s", blocksize=s, mode="DCR",
+                "Conv", [node.input[0], w_name], [conv_outs[-1]], name=f"{node.name}__conv{suffix}",
+                kernel_shape=list(wi.shape[2:]), pads=pi, strides=[1, 1], dilations=[1, 1], group=1,
+            ))
+        if s > 1:
+            d2s_in = conv_outs[0]
+            if len(conv_outs) > 1:
+                d2s_in = f"{node.output[0]}__phases"
+                new_nodes.append(helper.make_node("Concat", conv_outs, [d2s_in], name=f"{node.name}__phases", axis=1))
+            new_nodes.append(helper.make_node(
+                "DepthToSpace", [d2s_in], [node.output[0]], name=f"{node.name}__d2s", blocksize=s, mode="DCR",
             ))
         count += 1
     del graph.node[:]
@@ -312,6 +360,7 @@ def optimize_graph(model: "onnx.ModelProto") -> list[str]:  # noqa: F821
     when the same constant W also feeds `MatMul(x, W)`, and OpenCV 4 refuses a BOOL initializer and keeps the
     gathered axis of a scalar Gather.
     """
+    from .layout import fold_strided_shortcuts, relu_masks_as_convolutions
     from .portable import fold_constant_transposes, gather_scalar_as_slice, where_constant_mask_as_mul
 
     n_ct = rewrite_conv_transpose(model)
@@ -321,5 +370,7 @@ def optimize_graph(model: "onnx.ModelProto") -> list[str]:  # noqa: F821
     n_tr = fold_constant_transposes(model)
     n_where = where_constant_mask_as_mul(model)
     n_gather = gather_scalar_as_slice(model)
-    counts = (n_ct, n_mask, n_fold, n_tr, n_where, n_gather, n_dist)
+    n_conv_mask = relu_masks_as_convolutions(model)
+    n_short = fold_strided_shortcuts(model)
+    counts = (n_ct, n_mask, n_fold, n_tr, n_where, n_gather, n_dist, n_conv_mask, n_short)
     return [f"{name} x{n}" for name, n in zip(REWRITES, counts)]

@@ -38,6 +38,27 @@ def test_conv_transpose_rewrite_is_exact(k: int, s: int, p: int, op: int) -> Non
     assert (y - ref).abs().max() < 1e-4
 
 
+@pytest.mark.parametrize("k,s,p,op", [(3, 2, 1, 1), (4, 2, 1, 0), (3, 3, 0, 0), (2, 2, 0, 0), (5, 2, 2, 1)])
+def test_conv_transpose_phases_are_exact(k: int, s: int, p: int, op: int) -> None:
+    """The phase convolutions, concatenated and DepthToSpace'd, are the transposed convolution."""
+    from atld_deploy.export.rewrite import conv_transpose_phases
+
+    g = torch.Generator().manual_seed(k * 10 + s + p)
+    w, x = torch.randn(6, 5, k, k, generator=g), torch.randn(2, 6, 7, 7, generator=g)
+    ref = F.conv_transpose2d(x, w, stride=s, padding=p, output_padding=op)
+    phases = conv_transpose_phases(w.numpy(), [s, s], [p, p, p, p], [op, op])
+    assert phases is not None and len(phases) == s * s
+    taps = sum(int((pw != 0).any(axis=(0, 1)).sum()) for pw, _ in phases)
+    assert taps == k * k  # each kernel tap used exactly once: no multiplications by structural zeros
+    ys = [F.conv2d(F.pad(x, (pp[1], pp[3], pp[0], pp[2])), torch.from_numpy(pw)) for pw, pp in phases]
+    y = _depth_to_space_dcr(torch.cat(ys, dim=1), s)
+    assert y.shape == ref.shape
+    assert (y - ref).abs().max() < 1e-4
+    # the check itself: the phases in the wrong order are not the transposed convolution
+    wrong = _depth_to_space_dcr(torch.cat(ys[::-1], dim=1), s)
+    assert (wrong - ref).abs().max() > 1e-2
+
+
 def test_conv_transpose_rewrite_declines_other_sizes() -> None:
     # output != stride * input (stride 2, no output_padding): left as ConvTranspose
     assert conv_transpose_as_conv(np.zeros((4, 4, 3, 3), np.float32), [2, 2], [1, 1, 1, 1], [0, 0]) is None
@@ -193,7 +214,9 @@ def test_graph_rewrites_keep_the_function() -> None:
     applied = optimize_graph(model)
     assert applied[:3] == ["ConvTranspose->Conv(+DepthToSpace) x1", "ReLU-backward Where->Mul(mask) x1", "channel-scale Mul folded into Conv weights x1"]
     onnx.checker.check_model(model, full_check=True)
-    assert sorted(n.op_type for n in model.graph.node) == ["Cast", "Conv", "DepthToSpace", "Greater", "Mul", "Relu"]
+    # 4 channels: the mask stays Greater+Cast (no blocked layout to keep); the stride-2 ConvTranspose is 4 phases
+    assert sorted(n.op_type for n in model.graph.node) == [
+        "Cast", "Concat", "Conv", "Conv", "Conv", "Conv", "DepthToSpace", "Greater", "Mul", "Relu"]
     after = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)[0]
     assert np.abs(after - before).max() < 1e-5
 
