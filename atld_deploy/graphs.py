@@ -108,6 +108,8 @@ GRAPHS: dict[str, GraphKind] = {k.key: k for k in (
     GraphKind("pipeline_uint8", IMAGES_UINT8, PIPELINE_OUTPUTS, "fp32", "pipeline", (IMAGES_IMT,), option="uint8_input"),
     # the float16 pipeline keeps the float pipeline's contract, so its engine serves as `pipeline`
     GraphKind("pipeline_fp16", IMAGES, PIPELINE_OUTPUTS, "fp16", "pipeline", (IMAGES_IMT,), option="fp16", engine="pipeline"),
+    # likewise the float16 classifier keeps the float classifier's contract, so its engine serves as `classifier`
+    GraphKind("classifier_fp16", IMAGES, (LOGITS,), "fp16", "classifier", option="fp16", engine="classifier"),
 )}
 GRAPH_KEYS = tuple(GRAPHS)
 

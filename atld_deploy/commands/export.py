@@ -24,7 +24,7 @@ def export(
     opset: int = typer.Option(18, help="ONNX opset (17-20: parsed by TensorRT 10 and 11)."),
     uint8_input: bool = typer.Option(False, "--uint8-input", help="Also write pipeline_uint8.onnx (uint8 NHWC frames in)."),
     emit_transformed: bool = typer.Option(False, "--emit-transformed", help="pipeline outputs images_imt too."),
-    fp16: bool = typer.Option(False, "--fp16", help="Also write pipeline_fp16.onnx (float16 inside, float32 I/O) and check it on ORT CPU."),
+    fp16: bool = typer.Option(False, "--fp16", help="Also write pipeline_fp16.onnx and classifier_fp16.onnx (float16 inside, float32 I/O) and check them on ORT CPU."),
     trt: bool = typer.Option(False, "--trt", help="Also build TensorRT engines (needs tensorrt and a CUDA GPU)."),
     precision: str = typer.Option("fp32", help="TensorRT engine precision: fp32 (TF32 off) | fp16 (strongly typed fp16 graph)."),
     min_batch: int = typer.Option(1, help="TensorRT profile: smallest batch."),

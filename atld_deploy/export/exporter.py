@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 
@@ -239,6 +239,15 @@ def exported_kinds(opts: ExportOptions) -> list[GraphKind]:
     return [kind for kind in GRAPHS.values() if switches[kind.option]]
 
 
+def engine_sources(precision: str, graphs: Iterable[str]) -> dict[str, str]:
+    """Engine key -> the graph an engine of `precision` is built from, among the artifact's `graphs`: the
+    catalogue's kinds with an engine, in that precision (fp16: `pipeline_fp16` as `pipeline`, `classifier_fp16`
+    as `classifier`)."""
+    present = set(graphs)
+    return {kind.engine: kind.key for kind in GRAPHS.values()
+            if kind.engine is not None and kind.precision == precision and kind.key in present}
+
+
 def _build(run: Run, run_dir: Path, tmp: Path, cfg: IMTConfig, opts: ExportOptions) -> Manifest:
     c, s, k = run.shape.channels, run.shape.size, run.shape.num_classes
     producer, run_info = _provenance(run, cfg, opts.opset, opts.rewrite)
@@ -266,7 +275,8 @@ def _build(run: Run, run_dir: Path, tmp: Path, cfg: IMTConfig, opts: ExportOptio
 
 
 def add_engines(art: Path, opts: ExportOptions, echo: Callable[[str], None] = log.info) -> Manifest:
-    """Build TensorRT engines for the pipeline and classifier in `art`, then verify them on TensorRT.
+    """Build TensorRT engines for the pipeline and classifier in `art` (from their graphs in `opts.precision`,
+    `engine_sources`), then verify them on TensorRT.
 
     The engines are built beside the graphs under temporary names and listed in the manifest only once
     built and checked; a failure leaves the ONNX artifacts as they were.
@@ -276,11 +286,8 @@ def add_engines(art: Path, opts: ExportOptions, echo: Callable[[str], None] = lo
 
     manifest = Manifest.load(art)
     spec = EngineBuild(opts.precision, opts.min_batch, opts.opt_batch, opts.max_batch, opts.workspace_mb)
-    # engine key -> the graph it is built from: the kinds with an engine, in the precision asked for
-    sources = {kind.engine: kind.key for kind in GRAPHS.values()
-               if kind.engine is not None and kind.precision == opts.precision and kind.key in manifest.graphs}
     engines = dict(manifest.engines)
-    for key, src in sources.items():
+    for key, src in engine_sources(opts.precision, manifest.graphs).items():
         eng_file, side_file = f"{key}.{opts.precision}.engine", f"{key}.{opts.precision}.engine.json"
         build_engine(art / manifest.graphs[src].file, art / eng_file, art / side_file, spec, art / TIMING_CACHE)
         engines[key] = EngineEntry(eng_file, src, opts.precision, side_file, sha256_file(art / eng_file),

@@ -34,7 +34,9 @@ the float16 graph's mean share may exceed the floor's by z = 3.09 (one-sided 0.1
 are not statistical (a correct graph meets them on every image, as it meets the exact step checks):
 float32 max |err| <= 1e-3 x max(1, |ref|); float16 mean |err| <= 8 x the floor's mean |err| on that output
 (the graph rounds every activation as well as the weights; never below 8 float16 unit roundoffs of the
-output's mean magnitude), and never above 1e-2 x max(1, |ref|).
+output's mean magnitude), and never above 1e-2 x max(1, |ref|). The float16 classifier (`classifier_fp16`) has
+no step: its logits and labels are held to these same float16 bars against the float32 classifier, from the
+same floor (the float32 classifier with its weights rounded to float16), so it needs no statistic of its own.
 """
 
 from __future__ import annotations

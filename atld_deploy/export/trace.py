@@ -71,7 +71,8 @@ class Float16Classifier(nn.Module):
     """A float16 copy of a classifier behind float32 edges: float32 images in, float32 logits out.
 
     Autograd casts the logit gradient to float16 on its way in and the input gradient back to float32, so
-    in the float16 pipeline only the classifier's convolutions (nearly all the cost) run in float16.
+    in the float16 pipeline only the classifier's convolutions (nearly all the cost) run in float16. On its
+    own it is the float16 classifier graph (`classifier_fp16`), with the float classifier's contract.
     """
 
     def __init__(self, classifier: nn.Module) -> None:
@@ -151,14 +152,15 @@ def graph_module(kind: GraphKind, classifier: nn.Module, discriminator: nn.Modul
     """The module that computes graph kind `kind` (every traced output, the optional ones included), read
     from its catalogue entry: what it computes, its input, its precision (`precision` overrides it: the
     PyTorch backend and the parity reference compute a float16 kind in float32)."""
+    half = (precision or kind.precision) == "fp16"
     if kind.computes == "classifier":
-        return ClassifierFunction(classifier)
+        return ClassifierFunction(Float16Classifier(classifier) if half else classifier)
     if discriminator is None:
         raise ExportError(f"graph {kind.key!r} needs a discriminator and the run has none")
     if kind.computes == "discriminator":
         return DiscriminatorFunction(discriminator)
     return PipelineFunction(classifier, discriminator, cfg, emit_transformed=bool(kind.optional),
-                            uint8_input=kind.input.dtype == "uint8", half=(precision or kind.precision) == "fp16")
+                            uint8_input=kind.input.dtype == "uint8", half=half)
 
 
 def example_input(kind: GraphKind, classes: int, channels: int, size: int, batch: int = 2) -> torch.Tensor:

@@ -39,7 +39,7 @@ def exported(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
 def test_export_writes_every_file_and_passes(exported: tuple[Path, int, str]) -> None:
     art = exported[0]
     m = Manifest.load(art)  # checks every SHA-256
-    assert set(m.graphs) == {"classifier", "discriminator", "pipeline", "pipeline_fp16"}
+    assert set(m.graphs) == {"classifier", "discriminator", "pipeline", "pipeline_fp16", "classifier_fp16"}
     assert m.verified is True
     assert m.imt == {"mode": "plus", "eps": 0.2, "band": [0.3, 0.7], "factor": 0.5}
     assert [t.name for t in m.graphs["pipeline"].outputs] == ["logits", "p_natural"]
@@ -96,6 +96,33 @@ def test_float16_pipeline_is_float16_inside_float32_outside_and_verified(exporte
     for name in ("logits", "p_natural"):
         out = e16["outputs"][name]
         assert out["mean_abs"] <= out["bar"] <= 1e-2 * out["ref_scale"]
+
+
+def test_float16_classifier_is_float16_inside_float32_outside_and_verified_on_the_floor_bars(
+        exported: tuple[Path, int, str]) -> None:
+    import onnx
+
+    art = exported[0]
+    m = Manifest.load(art)
+    entry = m.graphs["classifier_fp16"]
+    assert entry.precision == "fp16" and (entry.inputs, entry.outputs) == (m.graphs["classifier"].inputs,
+                                                                          m.graphs["classifier"].outputs)
+    model = onnx.load(str(art / entry.file))
+    f16 = {i.name for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT16}
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    assert convs and all(n.input[1] in f16 for n in convs)  # every convolution in float16
+    props = {p.key: p.value for p in model.metadata_props}
+    assert (props["atld.graph"], props["atld.precision"]) == ("classifier_fp16", "fp16")
+    report = json.loads((art / PARITY).read_text())
+    e16 = next(e for e in report["entries"] if e["graph"] == "classifier_fp16")
+    assert e16["passed"] and e16["precision"] == "fp16"
+    # the same float16 bars as the pipeline's logits: from the float16-weight floor on the same 400 images
+    n, floor_flips = e16["samples"], e16["floor_label_flips"]
+    assert n == 400 and e16["label_bar"] == binomial_bar(n, floor_label_rate(floor_flips, n)) >= floor_flips + 3
+    assert e16["label_flips"] <= e16["label_bar"]
+    out = e16["outputs"]["logits"]
+    assert out["mean_abs"] <= out["bar"] <= 1e-2 * out["ref_scale"]
+    assert e16["step"] is None and e16["sign_agreement"] is None  # a classifier has no IMT step
 
 
 def test_every_exported_kind_is_in_the_manifest_as_the_catalogue_describes_it(exported: tuple[Path, int, str]) -> None:

@@ -5,6 +5,8 @@ Each mutant is the project's `PipelineFunction` with one bug (a wrong configurat
 or one wrong line in its forward), traced and exported by the project's own `export_onnx`, then judged by
 `onnx_graph_parity` against the correct PyTorch reference through the runtime's ONNX Runtime runner, exactly
 as `export` and `verify` judge a graph.
+The float16 classifier graph (`classifier_fp16`) has no IMT step; its mutants are the graph with one weight
+corrupted in its file and the graph traced without the classifier's Normalize.
 The models are tiny (a 2-conv classifier, a 2-layer discriminator, fixed seeds) so the suite stays fast.
 """
 
@@ -20,8 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from atld_deploy.export.parity import GraphParity
-from atld_deploy.export.trace import PipelineFunction, export_onnx
+from atld_deploy.export.trace import PipelineFunction, export_onnx, graph_module
 from atld_deploy.export.verify import onnx_graph_parity
+from atld_deploy.graphs import kind_of
 from atld_deploy.imt import IMTConfig, natural_gradient, step_multiplier
 from atld_deploy.models import Normalize
 
@@ -189,3 +192,61 @@ def test_every_listed_mutant_runs_in_both_precisions() -> None:
     for bug in MUTANTS:
         variants = [v for v in VARIANTS if bug in _mutants_of(v)]
         assert sorted(VARIANTS[v][1] for v in variants) == ["fp16", "fp32"], bug
+
+
+def _corrupt_first_conv_weight(path: Path, out: Path) -> None:
+    """A copy of the graph at `path` with the largest float16 weight of its first convolution negated, as a
+    damaged file or a wrong cast would leave it."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    inits = {i.name: i for i in model.graph.initializer}
+    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    init = inits[conv.input[1]]
+    assert init.data_type == onnx.TensorProto.FLOAT16  # the weight the float16 graph stores in float16
+    w = numpy_helper.to_array(init).copy()
+    at = np.unravel_index(np.abs(w).argmax(), w.shape)
+    w[at] = -w[at]
+    init.CopyFrom(numpy_helper.from_array(w, init.name))
+    onnx.save(model, str(out))
+
+
+@pytest.fixture(scope="module")
+def classifier_fp16_verdicts(setting: tuple[nn.Module, nn.Module, IMTConfig, torch.Tensor],
+                             tmp_path_factory: pytest.TempPathFactory) -> dict[str, GraphParity]:
+    """Parity of the float16 classifier graph as the exporter traces it (`graph_module` of `classifier_fp16`)
+    and of its two mutants, judged as `classifier_fp16` against the float32 classifier."""
+    clf, disc, cfg, x = setting
+    kind = kind_of("classifier_fp16")
+    out = tmp_path_factory.mktemp("classifier_fp16")
+    unnormalised = copy.deepcopy(clf)
+    unnormalised.normalize = nn.Identity()
+    for name, model in (("none", clf), ("normalisation dropped", unnormalised)):
+        export_onnx(graph_module(kind, model, disc, cfg), torch.rand(2, 1, 8, 8), "images", ["logits"],
+                    out / f"{name.replace(' ', '_')}.onnx", 18)
+    _corrupt_first_conv_weight(out / "none.onnx", out / "corrupted.onnx")
+    refs: dict = {}
+    return {bug: onnx_graph_parity(out / f"{file}.onnx", kind.key, None, clf, disc, cfg, x, refs)
+            for bug, file in (("none", "none"), ("corrupted weight", "corrupted"),
+                              ("normalisation dropped", "normalisation_dropped"))}
+
+
+def test_classifier_fp16_correct_export_passes_on_the_floor_derived_bars(
+        classifier_fp16_verdicts: dict[str, GraphParity]) -> None:
+    res = classifier_fp16_verdicts["none"]
+    assert res.passed, res.failures
+    assert res.precision == "fp16" and res.floor_label_flips is not None  # judged on its float16-weight floor
+    assert res.label_bar is not None and res.label_flips is not None and res.label_flips <= res.label_bar
+    stats = res.outputs["logits"]
+    assert stats.bar is not None and stats.mean_abs <= stats.bar <= 1e-2 * stats.ref_scale
+    assert res.step is None and res.sign_agreement is None  # a classifier has no IMT step to check
+
+
+@pytest.mark.parametrize("bug", ["corrupted weight", "normalisation dropped"])
+def test_classifier_fp16_mutant_is_rejected_by_its_logits_bar(classifier_fp16_verdicts: dict[str, GraphParity],
+                                                              bug: str) -> None:
+    res = classifier_fp16_verdicts[bug]
+    assert not res.passed
+    assert any(f.startswith("logits: mean |err|") for f in res.failures), res.failures
