@@ -4,7 +4,8 @@ the deployment's GPU figures come from into docs/measurements/bench_gpu.json.
     .venv/bin/python benchmarks/bench_gpu.py [--run demo/run] [--out docs/measurements/bench_gpu.json] [--dry]
 
 Items, in order:
-  engines     export RUN twice with TensorRT engines (fp32: pipeline + classifier; fp16: pipeline)
+  engines     export RUN twice with TensorRT engines, each keyed pipeline and classifier (fp32: from pipeline and
+              classifier; fp16: from pipeline_fp16 and classifier_fp16)
   parity      verify both artifacts through the serving runners (ONNX Runtime CUDA, TensorRT), read-only
   throughput  images/s and p50/p95 latency at batch 1/8/64/256 through the serving runners: PyTorch eager
               IMT+ fp32, ONNX Runtime CUDA pipeline, TensorRT fp32 pipeline and classifier, TensorRT fp16
@@ -55,18 +56,22 @@ def dry_reason(forced: bool) -> str | None:
 
 
 def item_engines(run: Path, work: Path, dry: bool) -> tuple[dict[str, Any], str | None]:
-    """Export RUN with fp32 and fp16 TensorRT engines into `work`; returns the artifact paths."""
-    from atld_deploy.export.exporter import ExportOptions, export_run
+    """Export RUN with fp32 and fp16 TensorRT engines (pipeline and classifier each) into `work`; returns the
+    artifact paths and, under `planned`, the graph each engine is built from (dry runs record it too)."""
+    from atld_deploy.export.exporter import ExportOptions, engine_sources, export_run, exported_kinds
     from atld_deploy.export.trt import tensorrt_status
     from atld_deploy.run import load_run
 
+    planned = {p: engine_sources(p, [k.key for k in exported_kinds(ExportOptions(trt=True, precision=p))])
+               for p in ("fp32", "fp16")}
     if not run.is_dir():
         if dry:
-            return {"run": str(run)}, f"not built, and no run loaded: there is no run at {run} (make demo, or RUN=PATH)"
+            return ({"run": str(run), "planned": planned},
+                    f"not built, and no run loaded: there is no run at {run} (make demo, or RUN=PATH)")
         raise SystemExit(f"bench-gpu: there is no run at {run}; train one first (make demo) or pass RUN=PATH")
     loaded = load_run(run)
     info: dict[str, Any] = {"run": str(run), "arch": loaded.config.arch, "dataset": loaded.config.dataset,
-                            "tensorrt": tensorrt_status() or "available"}
+                            "tensorrt": tensorrt_status() or "available", "planned": planned}
     if dry:
         return info, f"not built: TensorRT engines need a CUDA GPU (TensorRT here: {info['tensorrt']})"
     for precision in ("fp32", "fp16"):

@@ -35,6 +35,12 @@ def test_without_cuda_it_runs_dry_by_itself_and_names_each_skipped_item(tmp_path
     doc = json.loads(out.read_text())
     assert doc["figures"]["dry"] is True and sorted(doc["figures"]["skipped"]) == sorted(bench.ITEMS)
     assert len(doc["figures"]["throughput"]["planned"]) == 4 * len(bench.BATCHES) + 2 * len(bench.BATCHES)
+    # every TensorRT row has an engine the export builds, the float16 ones from the float16 graphs
+    engines = doc["figures"]["engines"]["planned"]
+    assert engines["fp16"] == {"pipeline": "pipeline_fp16", "classifier": "classifier_fp16"}
+    assert engines["fp32"] == {"classifier": "classifier", "pipeline": "pipeline"}
+    for _, precision, backend, graphs in bench.THROUGHPUT:
+        assert backend != "tensorrt" or set(graphs) <= set(engines[precision]), (precision, graphs)
     assert isinstance(doc["figures"]["train"]["cpu_probe_ratio"], float)  # the harness itself ran
     assert "loadavg" in doc["machine"] and doc["commit"]
 
