@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import AtldError, ConfigError
 from ..artifact import Manifest
-from ..gate import LABELS, PIPELINE_MODES, Decision, available_modes, decide
+from ..gate import LABELS, PIPELINE_MODES, Decision, available_modes, decide, reexport_command
 from ..signing import open_artifact
 from .inputs import as_batch
 from .runner import Array, Runner
@@ -337,7 +337,7 @@ def resolve_mode(art: Path, manifest: Manifest, imt: bool | str) -> tuple[str, s
         return "classifier", "static", decision
     if mode != exported:
         raise ConfigError(f"IMT mode {mode}: the pipeline of {art} was exported with IMT mode {exported}; re-export "
-                          f"with `atld-deploy export RUN --output ART --imt {mode}`, or ask for --imt {exported} or static")
+                          f"with `{reexport_command(mode)}`, or ask for --imt {exported} or static")
     return "pipeline", mode, decision
 
 
