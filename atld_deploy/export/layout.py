@@ -2,7 +2,7 @@
 
 ONNX Runtime runs convolutions on CPU in a blocked channel layout and converts a tensor back to plain NCHW
 (a `ReorderOutput`, a full copy) for every reader that has no blocked kernel. In the backward half of the
-pipeline those readers were the ReLU-backward masks (`Greater`, `Cast`) and the 1x1 stride-2 shortcut's
+pipeline those readers are the ReLU-backward masks (`Greater`, `Cast`) and the 1x1 stride-2 shortcut's
 `ConvTranspose`; both are rewritten here into ops that have blocked kernels, with the same values:
 
 - `Cast(Greater(r, 0))` on a float32 4-D activation becomes `Clip(Conv(r, W = 2^127, depthwise 1x1), 0, 1)`,
