@@ -23,7 +23,7 @@ import logging
 
 import numpy as np
 
-from .rewrite import replace_nodes
+from .rewrite import float_zeros, replace_nodes
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,7 @@ def relu_masks_as_convolutions(model: "onnx.ModelProto", scale: float = MASK_SCA
     from onnx import TensorProto, helper, numpy_helper
 
     graph = model.graph
-    zeros = {i.name for i in graph.initializer if not i.dims and numpy_helper.to_array(i).dtype.kind == "f"
-             and float(numpy_helper.to_array(i)) == 0.0}
+    zeros = float_zeros(graph)
     producer = {o: n for n in graph.node for o in n.output}
     shapes = _shapes(model)
     new_nodes = []

@@ -197,19 +197,24 @@ def _drop_unused_initializers(model: "onnx.ModelProto") -> None:  # noqa: F821
     model.graph.initializer.extend(keep)
 
 
+def float_zeros(graph: "onnx.GraphProto") -> dict[str, int]:  # noqa: F821
+    """The graph's scalar floating-point initializers equal to 0, with their ONNX element type."""
+    from onnx import numpy_helper
+
+    return {i.name: i.data_type for i in graph.initializer
+            if not i.dims and numpy_helper.to_array(i).dtype.kind == "f" and float(numpy_helper.to_array(i)) == 0.0}
+
+
 def rewrite_relu_masks(model: "onnx.ModelProto") -> int:  # noqa: F821
     """Replace the ReLU-backward pattern `Where(LessOrEqual(r, 0), 0, g)` by `Mul(g, Cast(Greater(r, 0)))`.
 
     Equal for finite g (the gradient always is); ONNX Runtime's CPU Where with a broadcast scalar is ~5x
     slower than the Greater+Cast+Mul chain. Returns the number of nodes rewritten.
     """
-    from onnx import helper, numpy_helper
+    from onnx import helper
 
     graph = model.graph
-    zeros = {
-        i.name: i.data_type for i in graph.initializer
-        if not i.dims and numpy_helper.to_array(i).dtype.kind == "f" and float(numpy_helper.to_array(i)) == 0.0
-    }
+    zeros = float_zeros(graph)
     producer = {o: n for n in graph.node for o in n.output}
     new_nodes = []
     count = 0
