@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
-
-from atld_deploy.export.layout import fold_strided_shortcuts, relu_masks_as_convolutions  # noqa: E402
-from atld_deploy.export.rewrite import optimize_graph  # noqa: E402
+from atld_deploy.export.layout import fold_strided_shortcuts, relu_masks_as_convolutions
+from atld_deploy.export.rewrite import optimize_graph
 
 C = 16
 
